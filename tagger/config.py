@@ -1,0 +1,137 @@
+"""The one place tagger reads configuration from.
+
+Every setting has an environment variable ``TAGGER_<NAME>``; nested groups use ``__``
+(``TAGGER_S3__ENDPOINT_URL``). Nothing else in the code base reads ``os.environ``, so a
+deployment is fully described by its environment and a test by the Settings it builds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _user_dir(kind: Literal["cache", "data"]) -> Path:
+    """XDG locations, so a laptop install keeps its model and database out of the project tree."""
+    env = "XDG_CACHE_HOME" if kind == "cache" else "XDG_DATA_HOME"
+    fallback = Path.home() / (".cache" if kind == "cache" else ".local/share")
+    base = os.environ.get(env)
+    return (Path(base) if base else fallback) / "tagger"
+
+
+class ModelSettings(BaseModel):
+    """Which network tags the photos and how it runs."""
+
+    arch: Literal["lite0", "lite2"] = "lite0"
+    dir: Path = Field(default_factory=lambda: _user_dir("cache") / "models")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads per process; 0 lets it use every core"
+    )
+    build_if_missing: bool = Field(
+        default=True, description="build the ONNX artifact from the packaged weights on first use"
+    )
+
+
+class ImageSettings(BaseModel):
+    """Limits that keep one hostile or oversized upload from taking a worker down."""
+
+    max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(
+        default=100_000_000, gt=0, description="decompression-bomb bound on width*height"
+    )
+
+
+class TagSettings(BaseModel):
+    """How probabilities become tags."""
+
+    threshold: float = Field(default=0.1, ge=0.0, le=1.0)
+    top_classes: int = Field(default=5, ge=1, le=1000)
+
+
+class FetchSettings(BaseModel):
+    """Network and file-system rules for reading photos from their references."""
+
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=20.0, gt=0)
+    total_timeout: float = Field(
+        default=120.0, gt=0, description="whole download, so a trickling server cannot hold a worker"
+    )
+    max_redirects: int = Field(default=3, ge=0)
+    allow_http: bool = False
+    allow_private_addresses: bool = Field(
+        default=False,
+        description="allow URLs resolving to loopback/private/link-local (tests, on-prem)",
+    )
+    allow_local_paths: bool = Field(
+        default=False, description="let workers read file paths; the local command always may"
+    )
+    io_threads: int = Field(default=8, ge=1, description="concurrent downloads per process")
+
+
+class S3Settings(BaseModel):
+    """boto3 client options; credentials come from boto3's default chain."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    max_attempts: int = Field(default=3, ge=1)
+    results_prefix: str | None = Field(
+        default=None, description="s3://bucket/prefix for one JSON sidecar per photo"
+    )
+    write_object_tags: bool = Field(default=False, description="tag the photo object itself")
+
+
+class StoreSettings(BaseModel):
+    """Where results live; SQLite by default, PostgreSQL by URL."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file")
+
+    def resolved_url(self, data_dir: Path) -> str:
+        return self.url or f"sqlite:///{data_dir / 'tags.db'}"
+
+
+class WorkerSettings(BaseModel):
+    """Celery wiring for the fleet deployment."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+    queue: str = "tagger"
+    concurrency: int = Field(default=0, ge=0, description="worker processes; 0 = number of cores")
+    batch_size: int = Field(default=32, ge=1)
+    flush_interval: float = Field(default=0.5, gt=0, description="seconds to gather a batch")
+    retry_max: int = Field(default=5, ge=0)
+    retry_backoff_max: float = Field(default=60.0, gt=0)
+    visibility_timeout: int = Field(default=3600, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of tagger's configuration; build one and pass it down, never read the env again."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAGGER_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=lambda: _user_dir("data"))
+    batch_size: int = Field(default=32, ge=1, description="photos per inference batch")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    tags: TagSettings = Field(default_factory=TagSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    listener_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _paths_absolute(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser()
+        self.model.dir = self.model.dir.expanduser()
+        return self
+
+    @property
+    def store_url(self) -> str:
+        return self.store.resolved_url(self.data_dir)

@@ -1,0 +1,200 @@
+"""Model artifacts: the folder that holds ``model.onnx``, its manifest and its labels.
+
+The manifest ties the ONNX file to its preprocessing, its labels and the weights it came from,
+and its version is the file's own checksum prefix, so every TagResult names exactly which
+network produced it and a newer model can re-tag what an older one tagged. Loading refuses
+a file whose checksum does not match: a half-copied or tampered model must never tag photos.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from tagger.config import Settings
+from tagger.errors import ModelError
+from tagger.schemas import PreprocessSpec
+
+Arch = Literal["lite0", "lite2"]
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.tsv"
+VERSION_CHARS = 16
+
+
+class WeightsInfo(BaseModel):
+    package: str
+    package_version: str
+    file: str
+    sha256: str
+    licence: str
+    origin: str = "Google's EfficientNet-Lite TF checkpoints, ported to PyTorch (lukemelas naming)"
+
+
+class Manifest(BaseModel):
+    """What a model artifact is; written by the builder, checked by every loader."""
+
+    name: str
+    arch: Arch
+    version: str = Field(description="sha256 prefix of model.onnx")
+    sha256: str
+    preprocess: PreprocessSpec
+    input_name: str = "input"
+    output_names: tuple[str, str] = ("probabilities", "embedding")
+    num_classes: int
+    embedding_size: int
+    labels_file: str = LABELS_FILE
+    weights: WeightsInfo
+    builder: dict[str, str] = Field(default_factory=dict)
+    opset: int
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class Label(BaseModel):
+    wnid: str
+    name: str
+
+
+class ModelArtifact(BaseModel):
+    """A verified artifact on disk."""
+
+    path: Path
+    manifest: Manifest
+    labels: list[Label]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_dir(settings: Settings, arch: Arch | None = None) -> Path:
+    return settings.model.dir / (arch or settings.model.arch)
+
+
+def packaged_labels() -> list[Label]:
+    """The 1000 ImageNet-1k classes in the order the network outputs them."""
+    text = resources.files("tagger.data").joinpath("imagenet_classes.tsv").read_text("utf-8")
+    return _parse_labels(text)
+
+
+def _parse_labels(text: str) -> list[Label]:
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t") if row]
+    return [Label(wnid=row[1], name=row[2]) for row in rows]
+
+
+def load_artifact(path: Path) -> ModelArtifact:
+    """Read and verify an artifact: manifest present, checksum matches, labels complete."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file() or not (path / MODEL_FILE).is_file():
+        raise ModelError(f"no model artifact in {path}; run `tagger model build`")
+    try:
+        manifest = Manifest.model_validate_json(manifest_path.read_text("utf-8"))
+    except ValueError as exc:
+        raise ModelError(f"unreadable manifest in {path}: {exc}") from exc
+    actual = sha256_file(path / MODEL_FILE)
+    if actual != manifest.sha256 or not actual.startswith(manifest.version):
+        raise ModelError(
+            f"{path / MODEL_FILE} does not match its manifest (sha256 {actual[:16]}…, "
+            f"expected {manifest.sha256[:16]}…); refusing a modified model, rebuild it"
+        )
+    labels = _parse_labels((path / manifest.labels_file).read_text("utf-8"))
+    if len(labels) != manifest.num_classes:
+        raise ModelError(
+            f"{len(labels)} labels for a model with {manifest.num_classes} outputs in {path}"
+        )
+    return ModelArtifact(path=path, manifest=manifest, labels=labels)
+
+
+def build_artifact(arch: Arch, destination: Path) -> ModelArtifact:
+    """Build with TensorFlow into a temporary folder, then move it in place atomically so a
+    concurrent reader never sees half an artifact."""
+    try:
+        from tagger.model import build
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelError(
+            "building the model needs the 'build' extra: pip install 'tagger[build]'"
+        ) from exc
+    source = build.SOURCES[arch]
+    weights_path = source.path()
+    state = build.load_state_dict(weights_path)
+    model = build.build_keras_model(state, source.image_size)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=destination.parent))
+    staging.chmod(0o755)
+    try:
+        build.export_onnx(model, source.image_size, staging / MODEL_FILE)
+        labels = packaged_labels()
+        (staging / LABELS_FILE).write_text(
+            "".join(f"{i}\t{label.wnid}\t{label.name}\n" for i, label in enumerate(labels)),
+            "utf-8",
+        )
+        digest = sha256_file(staging / MODEL_FILE)
+        manifest = Manifest(
+            name=f"efficientnet-{arch}",
+            arch=arch,
+            version=digest[:VERSION_CHARS],
+            sha256=digest,
+            preprocess=PreprocessSpec(size=source.image_size),
+            num_classes=int(state["_fc.weight"].shape[0]),
+            embedding_size=int(state["_fc.weight"].shape[1]),
+            weights=WeightsInfo(
+                package=source.package,
+                package_version=source.version(),
+                file=weights_path.name,
+                sha256=sha256_file(weights_path),
+                licence=source.licence,
+            ),
+            builder=build.builder_versions(),
+            opset=build.OPSET,
+        )
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), "utf-8")
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_artifact(destination)
+
+
+def ensure_artifact(settings: Settings, arch: Arch | None = None) -> ModelArtifact:
+    """The configured artifact, built on first use when allowed; never downloaded."""
+    path = artifact_dir(settings, arch)
+    if (path / MANIFEST_FILE).is_file():
+        return load_artifact(path)
+    if not settings.model.build_if_missing:
+        raise ModelError(f"no model artifact in {path} and building on first use is off")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Several worker processes may start at once on a fresh machine: one builds, the others
+    # wait for it and then load what it built.
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path / MANIFEST_FILE).is_file():
+            return load_artifact(path)
+        return build_artifact(arch or settings.model.arch, path)
+
+
+def manifest_json(artifact: ModelArtifact) -> str:
+    return json.dumps(json.loads(artifact.manifest.model_dump_json()), indent=2)

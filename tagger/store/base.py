@@ -1,0 +1,106 @@
+"""What the rest of tagger may ask of a result store, independent of the database behind it.
+
+The pipeline, the workers, the client and the backfill depend on this protocol rather than on
+:class:`~tagger.store.sql.SqlTagStore`, so a test can hand them an in-memory fake and a later
+store (a different database, a remote service) only has to satisfy these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from tagger.schemas import JobCounts, Status, TagResult
+
+JobItemState = Literal["queued", "done", "failed", "skipped"]
+TagKind = Literal["class", "friendly", "parent"]
+
+
+def normalise_tag(name: str) -> str:
+    """One spelling per tag, so ``Cat``, ``cat `` and ``cat`` are stored and searched alike."""
+    return name.strip().lower()
+
+
+class SearchHit(BaseModel):
+    """One photo that has every searched tag; ``score`` ranks hits, ``tags`` are the photo's
+    friendly tags and their parents (most likely first) for display."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    score: float
+    tags: list[str]
+
+
+class PhotoState(BaseModel):
+    """What the store already knows about a photo: enough to decide whether to tag it again
+    without loading its classes and tags."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Status
+    etag: str | None = None
+    model_version: str | None = None
+
+    def is_tagged_by(self, etag: str | None, model_version: str) -> bool:
+        """The idempotence rule: the same content was already tagged by the same model.
+
+        A missing ETag never matches, because without it a changed photo cannot be told apart
+        from the one that was tagged; re-tagging costs time, skipping a changed photo costs a
+        wrong answer.
+        """
+        return (
+            self.status is Status.TAGGED
+            and etag is not None
+            and self.etag == etag
+            and self.model_version == model_version
+        )
+
+
+@runtime_checkable
+class TagStore(Protocol):
+    """Results, job progress and resumable cursors, all in one transactional store."""
+
+    def save(self, results: Sequence[TagResult]) -> None:
+        """Record results; a photo saved again is replaced wholesale, old tags included."""
+        ...
+
+    def get(self, ref: str) -> TagResult | None: ...
+
+    def get_many(self, refs: Sequence[str]) -> dict[str, TagResult]: ...
+
+    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
+        """Tagged photos having *all* of ``tags`` (friendly, parent or class label), best
+        first."""
+        ...
+
+    def failures(self, limit: int = 100) -> list[TagResult]:
+        """Failed photos, most recent first."""
+        ...
+
+    def known(self, refs: Sequence[str]) -> dict[str, PhotoState]:
+        """State of those of ``refs`` the store has seen; unknown refs are absent."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Photos per status (every status present, zero included)."""
+        ...
+
+    def add_job(self, job_id: str, refs: Sequence[str]) -> None:
+        """Register ``refs`` as queued items of ``job_id``; items already marked keep their
+        state, so a job may be added in several calls."""
+        ...
+
+    def mark_job_items(self, job_id: str, states: Mapping[str, str]) -> None: ...
+
+    def job_counts(self, job_id: str) -> JobCounts: ...
+
+    def get_cursor(self, name: str) -> str | None: ...
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        """Remember ``value`` under ``name``; ``None`` forgets it."""
+        ...
+
+    def close(self) -> None: ...
