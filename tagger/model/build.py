@@ -9,6 +9,7 @@ same code builds Lite0 and Lite2.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import tempfile
@@ -188,6 +189,7 @@ def keras_model_for(arch: Arch) -> Any:
 
 def export_onnx(model: Any, image_size: int, destination: Path) -> None:
     """Export with a dynamic batch axis; outputs named ``probabilities`` and ``embedding``."""
+    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -198,7 +200,48 @@ def export_onnx(model: Any, image_size: int, destination: Path) -> None:
         tf2onnx.convert.from_keras(
             model, input_signature=spec, opset=OPSET, output_path=str(staging)
         )
-        destination.write_bytes(staging.read_bytes())
+        canonical = canonicalise(onnx.load(str(staging)))
+    onnx.save(canonical, str(destination))
+
+
+def canonicalise(model: Any) -> Any:
+    """Rename constants by content and intermediate tensors by position.
+
+    tf2onnx numbers folded constants with process-wide counters and keeps whichever name of two
+    equal constants it meets first, so two builds of the same weights differ in names only. The
+    model version is the file's checksum, and every worker that builds on first use must reach
+    the same version, so the names are made a function of the graph alone.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    renames: dict[str, str] = {}
+    unique: dict[str, Any] = {}
+    for tensor in graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        key = hashlib.sha256(
+            f"{array.dtype}{array.shape}".encode() + array.tobytes()
+        ).hexdigest()[:16]
+        renames[tensor.name] = f"const_{key}"
+        if renames[tensor.name] not in unique:
+            tensor.name = renames[tensor.name]
+            unique[tensor.name] = tensor
+    for value in list(graph.input) + list(graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    keep = {value.name for value in list(graph.input) + list(graph.output)}
+    for index, node in enumerate(graph.node):
+        node.name = f"{node.op_type.lower()}_{index}"
+        for position, name in enumerate(node.output):
+            if name and name not in keep:
+                renames[name] = f"{node.name}_out{position}"
+                node.output[position] = renames[name]
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            node.input[position] = renames.get(name, name)
+    del graph.initializer[:]
+    graph.initializer.extend(unique[name] for name in sorted(unique))
+    del graph.value_info[:]
+    return model
 
 
 def builder_versions() -> dict[str, str]:
