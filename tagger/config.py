@@ -27,7 +27,6 @@ class ModelSettings(BaseModel):
     """Which network tags the photos and how it runs."""
 
     arch: Literal["lite0", "lite2"] = "lite0"
-    dir: Path = Field(default_factory=lambda: _user_dir("cache") / "models")
     intra_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime threads per process; 0 lets it use every core"
     )
@@ -58,7 +57,9 @@ class FetchSettings(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=20.0, gt=0)
     total_timeout: float = Field(
-        default=120.0, gt=0, description="whole download, so a trickling server cannot hold a worker"
+        default=120.0,
+        gt=0,
+        description="seconds for a whole download, so a trickling server cannot hold a worker",
     )
     max_redirects: int = Field(default=3, ge=0)
     allow_http: bool = False
@@ -112,10 +113,14 @@ class Settings(BaseSettings):
     """All of tagger's configuration; build one and pass it down, never read the env again."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TAGGER_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="TAGGER_", env_nested_delimiter="__", extra="ignore", protected_namespaces=()
     )
 
     data_dir: Path = Field(default_factory=lambda: _user_dir("data"))
+    model_dir: Path = Field(
+        default_factory=lambda: _user_dir("cache") / "models",
+        description="built model artifacts, one folder per architecture (TAGGER_MODEL_DIR)",
+    )
     batch_size: int = Field(default=32, ge=1, description="photos per inference batch")
     model: ModelSettings = Field(default_factory=ModelSettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
@@ -129,7 +134,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
-        self.model.dir = self.model.dir.expanduser()
+        self.model_dir = self.model_dir.expanduser()
         return self
 
     @property

@@ -104,6 +104,9 @@ class TagResult(BaseModel):
     status: Status
     reason: str | None = None
     error: str | None = Field(default=None, description="machine-readable failure kind")
+    transient: bool = Field(
+        default=False, description="the failure may go away on retry (network, throttling)"
+    )
     model_version: str | None = None
     etag: str | None = None
     width: int | None = None

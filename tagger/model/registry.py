@@ -90,7 +90,7 @@ def sha256_file(path: Path) -> str:
 
 
 def artifact_dir(settings: Settings, arch: Arch | None = None) -> Path:
-    return settings.model.dir / (arch or settings.model.arch)
+    return settings.model_dir / (arch or settings.model.arch)
 
 
 def packaged_labels() -> list[Label]:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the suite needs (Python packages, redis-server when missing) and runs
+# the linters, the type checker, the import contracts and the whole test suite.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing; install it (apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+# PostgreSQL: use the running server; start the machine's cluster when it is installed but down.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
+bash scripts/setup.sh "build,samples,dev"
+. .venv/bin/activate
+ruff check tagger workers tests scripts
+ruff format --check tagger workers tests scripts
+mypy tagger workers
+lint-imports
+pytest "$@"

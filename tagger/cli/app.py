@@ -1,0 +1,15 @@
+"""Assembles the command groups into the one ``tagger`` typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from tagger.cli import local, model
+
+app = typer.Typer(
+    help="Tag photos by what they show, not by their hashtags.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+local.register(app)
+app.add_typer(model.app, name="model", help="Build and inspect the ONNX model artifact.")

@@ -1,0 +1,151 @@
+"""Commands that run in-process on the embedded defaults: no broker, no server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tagger.cli.output import print_json_lines, progress, results_table
+from tagger.config import Settings
+from tagger.evaluation import evaluate, labelled_photos
+from tagger.localfiles import find_photos
+from tagger.pipeline import Pipeline
+from tagger.schemas import Status, TagResult
+from tagger.store import SqlTagStore
+
+Arch = Annotated[
+    str | None, typer.Option("--arch", help="lite0 or lite2 (default from TAGGER_MODEL__ARCH)")
+]
+
+
+def settings_for(arch: str | None) -> Settings:
+    settings = Settings()
+    if arch is not None:
+        if arch not in ("lite0", "lite2"):
+            raise typer.BadParameter(f"unknown architecture {arch!r}; use lite0 or lite2")
+        settings.model.arch = arch  # type: ignore[assignment]
+    return settings
+
+
+def tag(
+    paths: Annotated[list[Path], typer.Argument(help="photo files and folders (recursive)")],
+    json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per photo")] = False,
+    force: Annotated[bool, typer.Option(help="re-tag photos already tagged")] = False,
+    arch: Arch = None,
+) -> None:
+    """Tag photos on this machine and save the results in the local store."""
+    settings = settings_for(arch)
+    err = Console(stderr=True)
+    files = [str(path) for path in find_photos(paths)]
+    missing = [path for path in paths if not path.exists()]
+    for path in missing:
+        err.print(f"[yellow]not found:[/yellow] {path}")
+    if not files:
+        err.print("no photos found")
+        raise typer.Exit(1 if missing else 0)
+    store = SqlTagStore.from_settings(settings)
+    shown: list[TagResult] = []
+    with Pipeline.from_settings(settings, allow_local_paths=True) as pipeline:
+        known = {} if force else store.known(files)
+        started = time.perf_counter()
+        with progress(err) as bar:
+            task = bar.add_task("tagging", total=len(files), rate=0.0)
+            for batch in pipeline.tag_stream(files, known):
+                store.save([r for r in batch if r.status != Status.SKIPPED])
+                stored = store.get_many([r.ref for r in batch if r.status == Status.SKIPPED])
+                batch = [stored.get(r.ref, r) if r.status == Status.SKIPPED else r for r in batch]
+                shown.extend(batch)
+                done = len(shown)
+                bar.update(task, advance=len(batch), rate=done / (time.perf_counter() - started))
+                if json_lines:
+                    print_json_lines(batch)
+    store.close()
+    if not json_lines:
+        Console().print(results_table(shown))
+    failed = sum(r.status == Status.FAILED for r in shown)
+    err.print(f"{len(shown) - failed} tagged, {failed} failed; store: {settings.store_url}")
+
+
+def show(
+    refs: Annotated[list[str], typer.Argument(help="photo references as tagged")],
+    json_lines: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the stored tags of photos."""
+    from tagger.schemas import PhotoRef
+
+    store = SqlTagStore.from_settings(Settings())
+    wanted = [PhotoRef.parse(ref).uri for ref in refs]
+    found = store.get_many(wanted)
+    store.close()
+    results = [found[ref] for ref in wanted if ref in found]
+    for ref in wanted:
+        if ref not in found:
+            Console(stderr=True).print(f"[yellow]not tagged yet:[/yellow] {ref}")
+    if json_lines:
+        print_json_lines(results)
+    elif results:
+        Console().print(results_table(results))
+    if len(results) < len(wanted):
+        raise typer.Exit(1)
+
+
+def search(
+    tags: Annotated[list[str], typer.Argument(help="photos must have all of these tags")],
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    json_lines: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Photos having all the given tags, best match first."""
+    store = SqlTagStore.from_settings(Settings())
+    hits = store.search(tags, limit=limit)
+    store.close()
+    if json_lines:
+        for hit in hits:
+            typer.echo(hit.model_dump_json())
+        return
+    for hit in hits:
+        typer.echo(f"{hit.score:.3f}\t{hit.ref}")
+    if not hits:
+        Console(stderr=True).print(f"no photo has all of: {', '.join(tags)}")
+
+
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="photos named <wnid>_*.JPEG", exists=True)],
+    arch: Arch = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Top-1 / top-5 accuracy and images/s of the shipped flow on labelled photos."""
+    settings = settings_for(arch)
+    photos = labelled_photos(folder)
+    if not photos:
+        raise typer.BadParameter(f"no photos named <wnid>_*.JPEG in {folder}")
+    err = Console(stderr=True)
+    with Pipeline.from_settings(settings, allow_local_paths=True) as pipeline:
+        pipeline.tag_batch([str(photos[0][0])])  # warm-up: first-run costs are not throughput
+        with progress(err) as bar:
+            task = bar.add_task("evaluating", total=len(photos), rate=0.0)
+            started = time.perf_counter()
+
+            def advance(count: int) -> None:
+                done = bar.tasks[0].completed + count
+                bar.update(task, advance=count, rate=done / (time.perf_counter() - started))
+
+            report = evaluate(pipeline, photos, advance)
+    if json_output:
+        typer.echo(report.model_dump_json())
+        return
+    typer.echo(f"model        {report.model} ({report.model_version})")
+    typer.echo(f"photos       {report.photos} ({report.failed} failed)")
+    typer.echo(f"top-1        {report.top1:.4f}")
+    typer.echo(f"top-5        {report.top5:.4f}")
+    typer.echo(f"images/s     {report.images_per_second:.1f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tag)
+    app.command()(show)
+    app.command()(search)
+    app.command("eval")(eval_command)

@@ -1,0 +1,139 @@
+"""The Python client: submit photo references, follow jobs, read tags.
+
+It talks to the broker (sending tasks by name) and to the result store, never to the model:
+an application that enqueues photos does not need onnxruntime, TensorFlow or the worker code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tagger.config import Settings
+from tagger.queueing import TAG_TASK, TagBatchRequest, make_celery, queue_depth
+from tagger.schemas import JobCounts, PhotoRef, TagResult
+from tagger.store import SearchHit, SqlTagStore
+
+
+class InvalidReference(ValueError):
+    """A submitted reference is malformed; nothing of that submission was enqueued."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"invalid photo reference {ref!r}: {reason}")
+        self.ref = ref
+
+
+class Job:
+    """A submitted set of photos whose progress the workers record in the store."""
+
+    def __init__(self, client: TaggerClient, job_id: str, total: int) -> None:
+        self.client = client
+        self.id = job_id
+        self.total = total
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, total={self.total})"
+
+    def status(self) -> JobCounts:
+        return self.client.store.job_counts(self.id)
+
+    def wait(
+        self, timeout: float | None = None, *, progress: bool = False, poll: float = 0.5
+    ) -> JobCounts:
+        """Block until every photo is done, failed or skipped; TimeoutError names the counts."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        counts = self.status()
+        bar = _job_progress() if progress else None
+        with bar or _Null():
+            task = bar.add_task(self.id[:8], total=counts.total) if bar else None
+            while not counts.finished:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} not finished after {timeout}s: {counts}")
+                time.sleep(poll)
+                counts = self.status()
+                if bar is not None and task is not None:
+                    bar.update(task, completed=counts.done + counts.failed + counts.skipped)
+        return counts
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def _job_progress() -> Progress:
+    return Progress(
+        TextColumn("job {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+
+
+class TaggerClient:
+    """Entry point for applications; build one per process and reuse it."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.celery = make_celery(self.settings, name="tagger-client")
+        self.store = SqlTagStore.from_settings(self.settings)
+
+    def close(self) -> None:
+        self.store.close()
+        self.celery.close()
+
+    def __enter__(self) -> TaggerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @staticmethod
+    def validate(refs: Iterable[str | PhotoRef]) -> list[str]:
+        """Every reference parsed before anything is sent, duplicates dropped, order kept."""
+        valid: dict[str, None] = {}
+        for raw in refs:
+            try:
+                valid.setdefault(PhotoRef.parse(raw).uri, None)
+            except ValueError as exc:
+                reason = str(exc).splitlines()[-1].strip() if str(exc) else "invalid"
+                raise InvalidReference(str(raw), reason) from exc
+        return list(valid)
+
+    def submit(
+        self, refs: Iterable[str | PhotoRef], *, force: bool = False, batch_size: int | None = None
+    ) -> Job:
+        """Enqueue photos in batches of the worker's batch size and return the job."""
+        uris = self.validate(refs)
+        job_id = uuid.uuid4().hex
+        self.store.add_job(job_id, uris)
+        size = batch_size or self.settings.worker.batch_size
+        with self.celery.producer_or_acquire() as producer:
+            for start in range(0, len(uris), size):
+                request = TagBatchRequest(job_id=job_id, refs=uris[start : start + size], force=force)
+                self.celery.send_task(
+                    TAG_TASK,
+                    kwargs=request.model_dump(),
+                    queue=self.settings.worker.queue,
+                    producer=producer,
+                )
+        return Job(self, job_id, len(uris))
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id, self.store.job_counts(job_id).total)
+
+    def tags(self, ref: str | PhotoRef) -> TagResult | None:
+        return self.store.get(PhotoRef.parse(ref).uri)
+
+    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
+        return self.store.search(tags, limit=limit)
+
+    def failures(self, limit: int = 100) -> list[TagResult]:
+        return self.store.failures(limit=limit)
+
+    def queue_depth(self) -> int:
+        """Tasks waiting in the broker; the backfill uses it for backpressure."""
+        return queue_depth(self.celery, self.settings.worker.queue)

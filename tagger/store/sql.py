@@ -1,0 +1,466 @@
+"""The SQL result store: SQLite for one machine, PostgreSQL for a fleet, one code path.
+
+Only two dialects are supported, because upserts (``INSERT … ON CONFLICT``) are written with
+each dialect's own insert construct; both share every other statement. Writes are batched
+(one ``executemany`` per table and call) and each call is one transaction, so a worker saving a
+batch of results never leaves a photo with half of its old tags.
+
+SQLite gets WAL journaling (readers never block the writer), a busy timeout (a second writer
+waits instead of failing with "database is locked") and ``BEGIN IMMEDIATE`` for write
+transactions (a writer takes the lock up front, so it never has to upgrade a read snapshot,
+which SQLite refuses without waiting).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+
+from tagger.config import Settings
+from tagger.schemas import ClassScore, JobCounts, Status, Tag, TagResult
+from tagger.store.base import PhotoState, SearchHit, normalise_tag
+from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, metadata, photos
+from tagger.store.tables import tags as tag_index
+
+_IN_CHUNK = 500
+"""Refs per ``IN (…)`` list; far below SQLite's and PostgreSQL's bound-parameter limits."""
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "tagger_write"
+_SCHEMA_LOCK_KEY = 0x7461_6767  # "tagg": serialises concurrent create_all on PostgreSQL
+
+_T = TypeVar("_T")
+
+
+def engine_url(url: str) -> URL:
+    """Parse a store URL; plain ``postgresql://`` / ``postgres://`` (the libpq form most
+    platforms hand out) means the psycopg 3 driver tagger ships with."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"unsupported store database {parsed.get_backend_name()!r}; use sqlite or postgresql"
+        )
+    return parsed
+
+
+def _chunks(items: Sequence[_T], size: int = _IN_CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL (a persistent, per-file setting) unless it already is.
+
+    The switch needs an exclusive lock and SQLite reports a conflicting one at once instead of
+    waiting for the busy timeout, so two processes opening a new database together would
+    fail; retry within the busy timeout instead.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Hand transaction control to SQLAlchemy (the "begin" listener), instead of the sqlite3
+    # module's implicit BEGIN before DML and autocommitted SELECTs.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        _sqlite_enable_wal(cursor)
+        # In WAL mode NORMAL survives application crashes; only a power cut may lose the last
+        # commits, which a re-run re-tags.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    mode = "IMMEDIATE" if connection.get_execution_options().get(_WRITE_OPTION) else "DEFERRED"
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _index_rows(result: TagResult) -> list[dict[str, Any]]:
+    """The ``tags`` rows of one result: class labels and WordNet ids, friendly tags, and every
+    parent with the best score of the friendly tags that have it."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def put(kind: str, name: str, score: float, parents: list[str] | None = None) -> None:
+        tag = normalise_tag(name)
+        if not tag:
+            return
+        row = best.get((kind, tag))
+        if row is None:
+            best[(kind, tag)] = {
+                "ref": result.ref,
+                "kind": kind,
+                "tag": tag,
+                "score": score,
+                "parents": parents,
+            }
+            return
+        row["score"] = max(row["score"], score)
+        if parents is not None:
+            row["parents"] = list(dict.fromkeys([*(row["parents"] or []), *parents]))
+
+    for cls in result.classes:
+        put("class", cls.label, cls.score)
+        put("class", cls.wnid, cls.score)
+    for friendly in result.tags:
+        parents = [p for p in dict.fromkeys(normalise_tag(p) for p in friendly.parents) if p]
+        put("friendly", friendly.name, friendly.score, parents)
+        for parent in parents:
+            put("parent", parent, friendly.score)
+    return list(best.values())
+
+
+class SqlTagStore:
+    """A :class:`~tagger.store.base.TagStore` on SQLite or PostgreSQL via SQLAlchemy Core.
+
+    Safe to share between threads (each call checks a connection out of the pool); each
+    process makes its own, since engines must not cross a fork.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = engine_url(url)
+        self._dialect = self._url.get_backend_name()
+        if self._dialect == "sqlite":
+            database = self._url.database
+            if database and database != ":memory:" and not self._url.query.get("uri"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._engine: Engine = create_engine(self._url, echo=echo)
+            event.listen(self._engine, "connect", _sqlite_on_connect)
+            event.listen(self._engine, "begin", _sqlite_on_begin)
+        else:
+            # Workers live for days; a server restart must not surface as a failed batch.
+            self._engine = create_engine(self._url, echo=echo, pool_pre_ping=True)
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SqlTagStore:
+        return cls(settings.store_url)
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked, fit for logs and CLI output."""
+        return self._url.render_as_string(hide_password=True)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        """Create missing tables on first use, once per store, safely across processes."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._engine.connect() as conn:
+                conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    if self._dialect == "postgresql":
+                        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+                    metadata.create_all(conn, checkfirst=True)
+            self._schema_ready = True
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        self._ensure_schema()
+        with self._engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # -- results --------------------------------------------------------------------------
+
+    def save(self, results: Sequence[TagResult]) -> None:
+        """Upsert the photos and replace their tags, all in one transaction.
+
+        A ref given twice keeps its last result.
+        """
+        latest = {result.ref: result for result in results}
+        if not latest:
+            return
+        now = datetime.now(UTC)
+        photo_rows = [
+            {
+                "ref": r.ref,
+                "etag": r.etag,
+                "status": r.status.value,
+                "reason": r.reason,
+                "error": r.error,
+                "model_version": r.model_version,
+                "width": r.width,
+                "height": r.height,
+                "classes": [c.model_dump(mode="json") for c in r.classes],
+                "tagged_at": r.tagged_at,
+                "updated_at": now,
+            }
+            for r in latest.values()
+        ]
+        tag_rows = [row for r in latest.values() for row in _index_rows(r)]
+        upsert = self._insert(photos)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[photos.c.ref],
+            set_={c.name: upsert.excluded[c.name] for c in photos.c if c.name != "ref"},
+        )
+        refs = list(latest)
+        with self._transaction(write=True) as conn:
+            conn.execute(upsert, photo_rows)
+            for chunk in _chunks(refs):
+                conn.execute(delete(tag_index).where(tag_index.c.ref.in_(chunk)))
+            if tag_rows:
+                conn.execute(insert(tag_index), tag_rows)
+
+    def get(self, ref: str) -> TagResult | None:
+        return self.get_many([ref]).get(ref)
+
+    def get_many(self, refs: Sequence[str]) -> dict[str, TagResult]:
+        """Results of those ``refs`` the store has, in the order asked for."""
+        wanted = list(dict.fromkeys(refs))
+        found: dict[str, TagResult] = {}
+        with self._transaction(write=False) as conn:
+            for chunk in _chunks(wanted):
+                rows = conn.execute(select(photos).where(photos.c.ref.in_(chunk))).all()
+                found.update((r.ref, r) for r in self._results(conn, rows))
+        return {ref: found[ref] for ref in wanted if ref in found}
+
+    def _results(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[TagResult]:
+        """Rebuild results from ``photos`` rows plus their friendly tags (with parents)."""
+        friendly: dict[str, list[Tag]] = {row.ref: [] for row in rows}
+        if friendly:
+            tag_rows = conn.execute(
+                select(tag_index.c.ref, tag_index.c.tag, tag_index.c.score, tag_index.c.parents)
+                .where(tag_index.c.ref.in_(list(friendly)), tag_index.c.kind == "friendly")
+                .order_by(tag_index.c.ref, tag_index.c.score.desc(), tag_index.c.tag)
+            )
+            for t in tag_rows:
+                friendly[t.ref].append(Tag(name=t.tag, score=t.score, parents=t.parents or []))
+        return [
+            TagResult(
+                ref=row.ref,
+                status=Status(row.status),
+                reason=row.reason,
+                error=row.error,
+                model_version=row.model_version,
+                etag=row.etag,
+                width=row.width,
+                height=row.height,
+                classes=[ClassScore.model_validate(c) for c in row.classes],
+                tags=friendly[row.ref],
+                tagged_at=row.tagged_at,
+            )
+            for row in rows
+        ]
+
+    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
+        """Tagged photos having every one of ``tags``, ranked by the sum of their scores.
+
+        A tag matches a friendly tag, a parent (``animal``) or a class label or WordNet id;
+        where one name matches several kinds, its best score counts. One SQL statement ranks
+        the photos and returns their display tags.
+        """
+        names = list(dict.fromkeys(n for n in map(normalise_tag, tags) if n))
+        if not names:
+            raise ValueError("search needs at least one non-empty tag")
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        t = tag_index
+        per_tag = (
+            select(t.c.ref, t.c.tag, func.max(t.c.score).label("score"))
+            .where(t.c.tag.in_(names))
+            .group_by(t.c.ref, t.c.tag)
+            .subquery("per_tag")
+        )
+        total = func.sum(per_tag.c.score).label("score")
+        hits = (
+            select(per_tag.c.ref, total)
+            .select_from(per_tag.join(photos, photos.c.ref == per_tag.c.ref))
+            .where(photos.c.status == Status.TAGGED.value)
+            .group_by(per_tag.c.ref)
+            .having(func.count() == literal(len(names)))
+            .order_by(total.desc(), per_tag.c.ref)
+            .limit(limit)
+            .cte("hits")
+        )
+        shown = t.alias("shown")
+        stmt = (
+            select(hits.c.ref, hits.c.score, shown.c.tag, shown.c.parents)
+            .select_from(
+                hits.outerjoin(shown, (shown.c.ref == hits.c.ref) & (shown.c.kind == "friendly"))
+            )
+            .order_by(hits.c.score.desc(), hits.c.ref, shown.c.score.desc(), shown.c.tag)
+        )
+        ranked: dict[str, tuple[float, dict[str, None], list[str]]] = {}
+        with self._transaction(write=False) as conn:
+            for row in conn.execute(stmt):
+                _, friendly, parents = ranked.setdefault(row.ref, (float(row.score), {}, []))
+                if row.tag is not None:
+                    friendly.setdefault(row.tag, None)
+                    parents.extend(row.parents or [])
+        # Friendly tags best first, then their parents: the order of TagResult.tag_names().
+        return [
+            SearchHit(ref=ref, score=score, tags=list(dict.fromkeys([*friendly, *parents])))
+            for ref, (score, friendly, parents) in ranked.items()
+        ]
+
+    def failures(self, limit: int = 100) -> list[TagResult]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(photos)
+                .where(photos.c.status == Status.FAILED.value)
+                .order_by(photos.c.tagged_at.desc(), photos.c.ref)
+                .limit(limit)
+            ).all()
+            return self._results(conn, rows)
+
+    def known(self, refs: Sequence[str]) -> dict[str, PhotoState]:
+        """One indexed lookup per 500 refs, so the backfill can filter a whole listing page."""
+        wanted = list(dict.fromkeys(refs))
+        states: dict[str, PhotoState] = {}
+        cols = (photos.c.ref, photos.c.status, photos.c.etag, photos.c.model_version)
+        with self._transaction(write=False) as conn:
+            for chunk in _chunks(wanted):
+                for row in conn.execute(select(*cols).where(photos.c.ref.in_(chunk))):
+                    states[row.ref] = PhotoState(
+                        status=Status(row.status), etag=row.etag, model_version=row.model_version
+                    )
+        return states
+
+    def counts(self) -> dict[str, int]:
+        result = {status.value: 0 for status in Status}
+        with self._transaction(write=False) as conn:
+            for status, n in conn.execute(
+                select(photos.c.status, func.count()).group_by(photos.c.status)
+            ):
+                result[status] = int(n)
+        return result
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, refs: Sequence[str]) -> None:
+        """Register ``refs`` as queued; refs already in the job keep their state, so a job
+        can be added page by page while workers are already marking items."""
+        if not job_id:
+            raise ValueError("empty job id")
+        now = datetime.now(UTC)
+        rows = [
+            {"job_id": job_id, "ref": ref, "state": "queued", "updated_at": now}
+            for ref in dict.fromkeys(refs)
+        ]
+        if not rows:
+            return
+        stmt = self._insert(job_items).on_conflict_do_nothing(
+            index_elements=[job_items.c.job_id, job_items.c.ref]
+        )
+        with self._transaction(write=True) as conn:
+            conn.execute(stmt, rows)
+
+    def mark_job_items(self, job_id: str, states: Mapping[str, str]) -> None:
+        """Set item states. ``done`` is final: a redelivered task that finds the photo
+        already tagged reports ``skipped``, which must not hide that it was done."""
+        bad = {state for state in states.values() if state not in JOB_ITEM_STATES}
+        if bad:
+            raise ValueError(f"unknown job item state(s) {sorted(bad)}; use {JOB_ITEM_STATES}")
+        if not states:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {"job_id": job_id, "ref": ref, "state": state, "updated_at": now}
+            for ref, state in states.items()
+        ]
+        upsert = self._insert(job_items)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[job_items.c.job_id, job_items.c.ref],
+            set_={"state": upsert.excluded.state, "updated_at": upsert.excluded.updated_at},
+            where=job_items.c.state != "done",
+        )
+        with self._transaction(write=True) as conn:
+            conn.execute(upsert, rows)
+
+    def job_counts(self, job_id: str) -> JobCounts:
+        """Progress of ``job_id``; an unknown job counts as empty (total 0)."""
+        per_state = dict.fromkeys(JOB_ITEM_STATES, 0)
+        with self._transaction(write=False) as conn:
+            for state, n in conn.execute(
+                select(job_items.c.state, func.count())
+                .where(job_items.c.job_id == job_id)
+                .group_by(job_items.c.state)
+            ):
+                per_state[state] = int(n)
+        return JobCounts(total=sum(per_state.values()), **per_state)
+
+    # -- cursors --------------------------------------------------------------------------
+
+    def get_cursor(self, name: str) -> str | None:
+        with self._transaction(write=False) as conn:
+            value = conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar()
+        return None if value is None else str(value)
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        with self._transaction(write=True) as conn:
+            if value is None:
+                conn.execute(delete(cursors).where(cursors.c.name == name))
+                return
+            upsert = self._insert(cursors)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[cursors.c.name],
+                set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
+            )
+            conn.execute(upsert, {"name": name, "value": value, "updated_at": datetime.now(UTC)})
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close pooled connections; the store reconnects if used again."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

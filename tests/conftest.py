@@ -1,0 +1,65 @@
+"""Fixtures shared by unit and integration tests: the built model and sample photos."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger.config import Settings
+from tagger.model.registry import ModelArtifact, artifact_dir, ensure_artifact
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One lite0 artifact built from the packaged weights for the whole session."""
+    root = tmp_path_factory.mktemp("models")
+    return root
+
+
+@pytest.fixture(scope="session")
+def artifact(model_dir: Path) -> ModelArtifact:
+    settings = Settings(model_dir=model_dir)
+    built = ensure_artifact(settings)
+    assert built.path == artifact_dir(settings)
+    return built
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_dir: Path, artifact: ModelArtifact) -> Settings:
+    """Embedded defaults in a private folder, with the session's model."""
+    return Settings(data_dir=tmp_path / "data", model_dir=model_dir)
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> dict[str, bytes]:
+    """Real photos that scikit-image ships, as JPEG bytes."""
+    from skimage import data
+
+    names = ("chelsea", "coffee", "astronaut", "rocket")
+    return {name: jpeg_bytes(np.asarray(getattr(data, name)())) for name in names}
+
+
+@pytest.fixture
+def write_photos(tmp_path: Path) -> Callable[[dict[str, bytes]], dict[str, Path]]:
+    def write(photos: dict[str, bytes]) -> dict[str, Path]:
+        folder = tmp_path / "photos"
+        folder.mkdir(exist_ok=True)
+        paths = {}
+        for name, data in photos.items():
+            path = folder / (name if "." in name else f"{name}.jpg")
+            path.write_bytes(data)
+            paths[name] = path
+        return paths
+
+    return write

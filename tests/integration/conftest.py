@@ -1,0 +1,154 @@
+"""Real servers for integration tests: a moto S3 server in its own process on a loopback port.
+
+A separate process (not moto's in-process decorator) so botocore goes through real sockets,
+real HTTP and real error responses, exactly as it would against S3 or MinIO.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+
+from tagger.config import FetchSettings, S3Settings, Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class MotoServer:
+    """One ``python -m moto.server`` process; stopping it ends only that process, by its PID."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self.endpoint = ""
+
+    def start(self, timeout: float = 30.0) -> str:
+        for _attempt in range(3):  # the free port may be taken between probing and binding
+            port = _free_port()
+            log = (self._log_dir / f"moto-{port}.log").open("wb")
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            log.close()
+            self.endpoint = f"http://127.0.0.1:{port}"
+            if self._wait_ready(timeout):
+                return self.endpoint
+            self.stop()
+        raise RuntimeError(f"moto server did not start; see logs in {self._log_dir}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2) as reply:
+                    if reply.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a moto S3 server shared by the whole test session; tests keep to
+    their own buckets (use a unique name) since state is shared."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def spawn_moto_server(tmp_path: Path) -> Iterator[Callable[[], MotoServer]]:
+    """Start extra moto servers a test may stop itself (e.g. to see an outage); any still
+    running at the end of the test are stopped."""
+    started: list[MotoServer] = []
+
+    def spawn() -> MotoServer:
+        server = MotoServer(tmp_path)
+        server.start()
+        started.append(server)
+        return server
+
+    yield spawn
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials in boto3's default chain, and nothing else it could fall back to."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def settings_for(endpoint: str, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        fetch=FetchSettings(connect_timeout=2.0, read_timeout=5.0, total_timeout=30.0),
+        s3=S3Settings(
+            endpoint_url=endpoint, region=REGION, addressing_style="path", max_attempts=2
+        ),
+    )
+
+
+@pytest.fixture
+def s3_settings(moto_server: str, aws_credentials: None, tmp_path: Path) -> Settings:
+    """Settings whose S3 client talks to the session's moto server."""
+    return settings_for(moto_server, tmp_path)
+
+
+@pytest.fixture
+def moto_s3(s3_settings: Settings) -> Iterator[S3Client]:
+    """A plain boto3 client on the moto server, for arranging buckets and objects."""
+    client = boto3.client(
+        "s3", endpoint_url=s3_settings.s3.endpoint_url, region_name=s3_settings.s3.region
+    )
+    yield client
+    client.close()

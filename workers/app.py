@@ -1,0 +1,43 @@
+"""The Celery app the workers run (``celery -A workers.app worker`` or ``tagger worker``).
+
+Celery discovers an app through a module attribute, so this module holds one; it is built
+from :class:`~tagger.config.Settings` with the same configuration the client sends with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from tagger.config import Settings
+from tagger.queueing import make_celery
+from workers.beat import beat_schedule
+from workers.resources import ResourceHolder
+from workers.tasks import register_tasks
+
+
+def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder]:
+    settings = settings or Settings()
+    app = make_celery(settings, name="tagger-worker")
+    app.conf.beat_schedule = beat_schedule(settings)
+    if settings.worker.concurrency:
+        app.conf.worker_concurrency = settings.worker.concurrency
+    holder = ResourceHolder(settings)
+    register_tasks(app, holder)
+    return app, holder
+
+
+app, resources = create_app()
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    """Each prefork child loads the model before its first task, not during it."""
+    resources.get()
+
+
+@worker_process_shutdown.connect
+def _release(**_: Any) -> None:
+    resources.close()
