@@ -106,7 +106,44 @@ class WorkerSettings(BaseModel):
     flush_interval: float = Field(default=0.5, gt=0, description="seconds to gather a batch")
     retry_max: int = Field(default=5, ge=0)
     retry_backoff_max: float = Field(default=60.0, gt=0)
-    visibility_timeout: int = Field(default=3600, gt=0)
+    visibility_timeout: int = Field(
+        default=3600, gt=0, description="seconds before an unacked task is redelivered"
+    )
+    unacked_restore_interval: int = Field(
+        default=10, gt=0, description="kombu: seconds between sweeps for unacked tasks"
+    )
+    unacked_restore_throttle: int = Field(
+        default=10, gt=0, description="kombu: scan Redis on every Nth sweep"
+    )
+
+
+class BackfillSettings(BaseModel):
+    """Scanning buckets for photos not tagged yet, paced so a huge bucket never floods Redis."""
+
+    page_size: int = Field(default=1000, ge=1, le=1000, description="keys per S3 listing page")
+    chunk_size: int = Field(default=500, ge=1, description="photos per submitted job")
+    max_queue_depth: int = Field(
+        default=200,
+        ge=1,
+        description="tasks (each of up to worker.batch_size photos) allowed to wait in the queue",
+    )
+    poll_interval: float = Field(default=2.0, gt=0, description="seconds between queue checks")
+    lock_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a crashed backfill keeps its prefix locked; renewed while it runs",
+    )
+    schedule: str = Field(
+        default="0 2 * * *",
+        pattern=r"^\S+( \S+){4}$",
+        description="crontab (minute hour day-of-month month day-of-week, UTC) for beat",
+    )
+    targets: list[str] = Field(
+        default_factory=list, description="s3://bucket/prefix locations the nightly run scans"
+    )
+    queue: str | None = Field(
+        default=None, description="queue of the nightly backfill task; None = worker.queue"
+    )
 
 
 class Settings(BaseSettings):
@@ -129,6 +166,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     listener_token: SecretStr | None = None
 
     @model_validator(mode="after")

@@ -32,6 +32,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     worker = settings.worker
     transport = {
         "visibility_timeout": worker.visibility_timeout,
+        "unacked_restore_interval": worker.unacked_restore_interval,
+        "unacked_restore_throttle": worker.unacked_restore_throttle,
     }
     return {
         "broker_url": worker.broker_url,

@@ -7,12 +7,15 @@ real HTTP and real error responses, exactly as it would against S3 or MinIO.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +23,9 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from tagger.config import FetchSettings, S3Settings, Settings
+from tagger.config import FetchSettings, S3Settings, Settings, StoreSettings, WorkerSettings
+from tests.integration.services import CeleryWorker, RedisServer
+from tests.pg import find_pg_user, temporary_schema
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -74,6 +79,15 @@ class MotoServer:
                 pass
             time.sleep(0.1)
         return False
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang as in an outage, state is kept."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -152,3 +166,73 @@ def moto_s3(s3_settings: Settings) -> Iterator[S3Client]:
     )
     yield client
     client.close()
+
+
+# -- the service: redis-server, PostgreSQL, Celery workers ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the session; tests keep apart by their own queue names."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> Iterator[str]:
+    """The production store, PostgreSQL, in a fresh schema; SQLite only where no PostgreSQL
+    server answers at all (said in the run's summary)."""
+    user, why = find_pg_user()
+    if user is None:
+        warnings.warn(f"PostgreSQL unavailable ({why}); integration store is SQLite", stacklevel=1)
+        yield f"sqlite:///{tmp_path / 'tags.db'}"
+        return
+    with temporary_schema(user) as url:
+        yield url
+
+
+@pytest.fixture
+def service_settings(
+    s3_settings: Settings, redis_server: str, store_url: str, model_dir: Path, artifact: object
+) -> Settings:
+    """Settings for the whole service: moto S3, private Redis, PostgreSQL, the built model,
+    a queue of this test's own, and fast retries so outage tests finish quickly."""
+    queue = f"tagger-{uuid.uuid4().hex[:8]}"
+    return s3_settings.model_copy(
+        update={
+            "model_dir": model_dir,
+            "store": StoreSettings(url=store_url),
+            "worker": WorkerSettings(
+                broker_url=f"{redis_server}/0",
+                queue=queue,
+                batch_size=16,
+                retry_max=8,
+                retry_backoff_max=4.0,
+                visibility_timeout=3600,
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start real ``celery worker`` processes; all are stopped (by PID) after the test."""
+    started: list[CeleryWorker] = []
+
+    def start(settings: Settings, **kwargs: object) -> CeleryWorker:
+        index = len(started)
+        worker = CeleryWorker(
+            settings,
+            tmp_path / f"worker-{index}.log",
+            name=f"w{index}",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()

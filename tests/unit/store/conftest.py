@@ -7,44 +7,18 @@ runs on one server never see each other's tables.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tagger.store import SqlTagStore
-
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_DATABASE = "test"
-PG_USERS = ("postgres", "root")
-
-
-def _pg_user() -> tuple[str | None, str]:
-    """The first user the local server accepts, or the reason none did."""
-    errors = []
-    for user in PG_USERS:
-        try:
-            with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, connect_timeout=3
-            ):
-                return user, ""
-        except psycopg.Error as exc:
-            errors.append(f"{user}: {str(exc).strip().splitlines()[0]}")
-    return None, "; ".join(errors)
-
-
-def _admin(user: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, autocommit=True
-    )
+from tests.pg import PG_DATABASE, PG_HOST, PG_PORT, find_pg_user, temporary_schema
 
 
 @pytest.fixture(scope="session")
 def pg_user() -> str:
-    user, why = _pg_user()
+    user, why = find_pg_user()
     if user is None:
         pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}/{PG_DATABASE} ({why})")
     return user
@@ -57,17 +31,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'nested' / 'dir' / 'tags.db'}"
         return
     user: str = request.getfixturevalue("pg_user")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with _admin(user) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield (
-            f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{PG_DATABASE}"
-            f"?options=-csearch_path%3D{schema}"
-        )
-    finally:
-        with _admin(user) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with temporary_schema(user) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,162 @@
+"""The service end to end: client → Redis → real Celery worker processes → PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger.client import InvalidReference, TaggerClient
+from tagger.config import FetchSettings, Settings
+from tagger.schemas import Status
+from tagger.store import SqlTagStore
+from tests.integration.services import CeleryWorker
+
+pytestmark = pytest.mark.integration
+
+
+def photo(seed: int, size: int = 96) -> bytes:
+    """A small distinct JPEG per seed: smooth colour fields, so each photo's content (and
+    ETag) differs."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(4, 4, 3), dtype=np.uint8)
+    pixels = np.asarray(Image.fromarray(base).resize((size, size), Image.BICUBIC))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def upload(s3: object, bucket: str, count: int, prefix: str = "p") -> list[str]:
+    s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    keys = [f"{prefix}/{i:04d}.jpg" for i in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda ik: s3.put_object(Bucket=bucket, Key=ik[1], Body=photo(ik[0])), enumerate(keys)))  # type: ignore[attr-defined]
+    return [f"s3://{bucket}/{key}" for key in keys]
+
+
+def test_two_hundred_photos_from_s3_are_tagged_once(
+    service_settings: Settings, moto_s3: object, start_worker: Callable[..., CeleryWorker]
+) -> None:
+    refs = upload(moto_s3, "bulk-photos", 200)
+    start_worker(service_settings, concurrency=2)
+    with TaggerClient(service_settings) as client:
+        job = client.submit(refs)
+        counts = job.wait(timeout=300)
+        assert (counts.done, counts.failed, counts.total) == (200, 0, 200)
+        store = client.store
+        results = store.get_many(refs)
+        assert len(results) == 200
+        assert all(
+            r.status == Status.TAGGED and len(r.classes) == 5 and r.etag for r in results.values()
+        )
+        first_times = {ref: r.tagged_at for ref, r in results.items()}
+
+        again = client.submit(refs).wait(timeout=300)
+        assert (again.skipped, again.done, again.failed) == (200, 0, 0)
+        assert {ref: r.tagged_at for ref, r in store.get_many(refs).items()} == first_times
+
+
+def test_bad_photos_fail_alone(
+    service_settings: Settings,
+    moto_s3: object,
+    start_worker: Callable[..., CeleryWorker],
+    sample_photos: dict[str, bytes],
+) -> None:
+    moto_s3.create_bucket(Bucket="mixed")  # type: ignore[attr-defined]
+    moto_s3.put_object(Bucket="mixed", Key="cat.jpg", Body=sample_photos["chelsea"])  # type: ignore[attr-defined]
+    moto_s3.put_object(Bucket="mixed", Key="broken.jpg", Body=sample_photos["chelsea"][:300])  # type: ignore[attr-defined]
+    moto_s3.put_object(Bucket="mixed", Key="page.jpg", Body=b"<!doctype html><html></html>")  # type: ignore[attr-defined]
+    refs = [
+        "s3://mixed/cat.jpg",
+        "s3://mixed/broken.jpg",
+        "s3://mixed/page.jpg",
+        "s3://mixed/missing.jpg",
+        "https://127.0.0.1:9/metadata.jpg",
+        "https://169.254.169.254/latest/meta-data/x.jpg",
+    ]
+    start_worker(service_settings)
+    with TaggerClient(service_settings) as client:
+        counts = client.submit(refs).wait(timeout=120)
+        assert (counts.done, counts.failed) == (1, 5)
+        cat = client.tags("s3://mixed/cat.jpg")
+        assert cat is not None and "cat" in cat.tag_names() and "animal" in cat.tag_names()
+        failures = {r.ref: r for r in client.failures()}
+        assert failures["s3://mixed/broken.jpg"].error == "corrupt"
+        assert failures["s3://mixed/page.jpg"].error == "not_an_image"
+        assert failures["s3://mixed/missing.jpg"].error == "not_found"
+        for private in refs[4:]:
+            assert failures[private].error == "refused", failures[private].reason
+        assert client.search(["cat"])[0].ref == "s3://mixed/cat.jpg"
+
+
+def test_an_invalid_reference_enqueues_nothing(service_settings: Settings) -> None:
+    with TaggerClient(service_settings) as client:
+        with pytest.raises(InvalidReference, match="ftp://x/y.jpg"):
+            client.submit(["s3://ok/a.jpg", "ftp://x/y.jpg"])
+        assert client.queue_depth() == 0
+
+
+def test_a_killed_worker_loses_nothing_and_tags_nothing_twice(
+    service_settings: Settings, moto_s3: object, start_worker: Callable[..., CeleryWorker]
+) -> None:
+    # kombu restores the unacked messages of a dead consumer only after visibility_timeout,
+    # swept every interval*throttle seconds; lowered so the test does not wait ~90 s.
+    fast_restore = {"visibility_timeout": 5, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    settings = service_settings.model_copy(
+        update={"worker": service_settings.worker.model_copy(update=fast_restore)}
+    )
+    refs = upload(moto_s3, "killed", 160)
+    first = start_worker(settings)
+    store = SqlTagStore(settings.store_url)
+    with TaggerClient(settings) as client:
+        job = client.submit(refs, batch_size=32)
+        deadline = time.monotonic() + 120
+        while job.status().done < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.kill()
+        partial = job.status()
+        assert partial.done < 160, "the worker finished before it could be killed"
+        saved_before = {r.ref: r.tagged_at for r in store.get_many(refs).values()}
+        start_worker(settings)
+        counts = job.wait(timeout=300)
+        assert counts.done + counts.skipped == 160 and counts.failed == 0
+        results = store.get_many(refs)
+        assert len(results) == 160 and all(r.status == Status.TAGGED for r in results.values())
+        # photos saved before the kill were not tagged again after it
+        for ref, tagged_at in saved_before.items():
+            assert results[ref].tagged_at == tagged_at
+    store.close()
+
+
+def test_an_s3_outage_is_retried_until_everything_is_tagged(
+    service_settings: Settings,
+    spawn_moto_server: Callable[[], object],
+    start_worker: Callable[..., CeleryWorker],
+    tmp_path: object,
+) -> None:
+    import boto3
+
+    server = spawn_moto_server()
+    endpoint = server.endpoint  # type: ignore[attr-defined]
+    settings = service_settings.model_copy(
+        update={
+            "s3": service_settings.s3.model_copy(update={"endpoint_url": endpoint, "max_attempts": 1}),
+            "fetch": FetchSettings(connect_timeout=0.5, read_timeout=2.0, total_timeout=10.0),
+        }
+    )
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    refs = upload(s3, "outage", 48)
+    worker = start_worker(settings)
+    with TaggerClient(settings) as client:
+        server.pause()  # type: ignore[attr-defined]
+        job = client.submit(refs, batch_size=8)
+        time.sleep(3)
+        server.resume()  # type: ignore[attr-defined]
+        counts = job.wait(timeout=180)
+        assert (counts.done, counts.failed) == (48, 0)
+    assert "Retry in" in worker.log_path.read_text(), "the outage was never seen by the worker"
