@@ -102,8 +102,12 @@ class WorkerSettings(BaseModel):
     result_backend: str | None = None
     queue: str = "tagger"
     concurrency: int = Field(default=0, ge=0, description="worker processes; 0 = number of cores")
-    batch_size: int = Field(default=32, ge=1)
-    flush_interval: float = Field(default=0.5, gt=0, description="seconds to gather a batch")
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="photos per task; inferred in batches of Settings.batch_size, so the "
+        "next batch downloads while one is inferred",
+    )
     retry_max: int = Field(default=5, ge=0)
     retry_backoff_max: float = Field(default=60.0, gt=0)
     visibility_timeout: int = Field(
@@ -146,6 +150,42 @@ class BackfillSettings(BaseModel):
     )
 
 
+def _image_suffixes() -> list[str]:
+    return [".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"]
+
+
+class TriggerSettings(BaseModel):
+    """Which bucket notifications become tagging work, and how the listeners pace themselves."""
+
+    prefix: str = Field(default="", description="only keys starting with this (URL-decoded)")
+    suffixes: list[str] = Field(
+        default_factory=_image_suffixes,
+        description="case-insensitive key endings that are photos; empty = every key",
+    )
+    buckets: list[str] = Field(default_factory=list, description="only these buckets; empty = any")
+    sqs_endpoint_url: str | None = Field(default=None, description="SQS endpoint (ElasticMQ, moto)")
+    sqs_wait_seconds: int = Field(
+        default=20, ge=0, le=20, description="long poll; also the longest delay to honour SIGTERM"
+    )
+    sqs_visibility_timeout: int = Field(
+        default=300, ge=2, le=43200, description="seconds a received message stays hidden"
+    )
+    sqs_max_messages: int = Field(default=10, ge=1, le=10, description="messages per receive")
+    sns_endpoint_url: str | None = Field(default=None, description="SNS endpoint (moto)")
+    confirm_subscriptions: bool = Field(
+        default=True, description="confirm SNS subscriptions (through the SNS API, never a URL)"
+    )
+    topic_arns: list[str] = Field(
+        default_factory=list, description="SNS topics whose subscriptions we confirm; empty = any"
+    )
+    http_host: str = Field(default="127.0.0.1", description="webhook listener bind address")
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="413 beyond this")
+    http_queue_size: int = Field(
+        default=1000, ge=1, description="accepted notifications awaiting submission; 503 beyond"
+    )
+
+
 class Settings(BaseSettings):
     """All of tagger's configuration; build one and pass it down, never read the env again."""
 
@@ -167,6 +207,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     listener_token: SecretStr | None = None
 
     @model_validator(mode="after")

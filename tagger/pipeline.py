@@ -83,6 +83,14 @@ class Pipeline:
     def model_version(self) -> str:
         return self.runtime.version
 
+    def warm_up(self) -> None:
+        """Run one batch of blank input: onnxruntime allocates and tunes on its first runs,
+        which should happen at process start rather than inside a user's first task."""
+        size = self.runtime.size
+        blank = np.zeros((self.settings.batch_size, size, size, 3), np.float32)
+        for _ in range(2):
+            self.runtime.predict(blank)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.fetcher.close()

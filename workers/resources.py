@@ -31,6 +31,7 @@ class WorkerResources:
     def create(cls, settings: Settings) -> WorkerResources:
         settings = threads_per_process(settings)
         pipeline = Pipeline.from_settings(settings)
+        pipeline.warm_up()
         store = SqlTagStore.from_settings(settings)
         writeback = S3WriteBack.from_settings(settings, pipeline.fetcher)
         log.info(

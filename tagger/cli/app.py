@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tagger.cli import local, model
+from tagger.cli import bench, local, model, service
 
 app = typer.Typer(
     help="Tag photos by what they show, not by their hashtags.",
@@ -12,4 +12,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 local.register(app)
+service.register(app)
+bench.register(app)
 app.add_typer(model.app, name="model", help="Build and inspect the ONNX model artifact.")

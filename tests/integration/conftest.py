@@ -6,14 +6,6 @@ real HTTP and real error responses, exactly as it would against S3 or MinIO.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,81 +16,13 @@ import boto3
 import pytest
 
 from tagger.config import FetchSettings, S3Settings, Settings, StoreSettings, WorkerSettings
-from tests.integration.services import CeleryWorker, RedisServer
+from tagger.devservers import CeleryWorker, MotoServer, RedisServer
 from tests.pg import find_pg_user, temporary_schema
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class MotoServer:
-    """One ``python -m moto.server`` process; stopping it ends only that process, by its PID."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self._log_dir = log_dir
-        self._process: subprocess.Popen[bytes] | None = None
-        self.endpoint = ""
-
-    def start(self, timeout: float = 30.0) -> str:
-        for _attempt in range(3):  # the free port may be taken between probing and binding
-            port = _free_port()
-            log = (self._log_dir / f"moto-{port}.log").open("wb")
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            log.close()
-            self.endpoint = f"http://127.0.0.1:{port}"
-            if self._wait_ready(timeout):
-                return self.endpoint
-            self.stop()
-        raise RuntimeError(f"moto server did not start; see logs in {self._log_dir}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2) as reply:
-                    if reply.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        return False
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections hang as in an outage, state is kept."""
-        assert self._process is not None
-        os.kill(self._process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        os.kill(self._process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,12 @@ def upload(s3: object, bucket: str, count: int, prefix: str = "p") -> list[str]:
     s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     keys = [f"{prefix}/{i:04d}.jpg" for i in range(count)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda ik: s3.put_object(Bucket=bucket, Key=ik[1], Body=photo(ik[0])), enumerate(keys)))  # type: ignore[attr-defined]
+        list(
+            pool.map(
+                lambda ik: s3.put_object(Bucket=bucket, Key=ik[1], Body=photo(ik[0])),
+                enumerate(keys),
+            )
+        )  # type: ignore[attr-defined]
     return [f"s3://{bucket}/{key}" for key in keys]
 
 
@@ -106,7 +111,11 @@ def test_a_killed_worker_loses_nothing_and_tags_nothing_twice(
 ) -> None:
     # kombu restores the unacked messages of a dead consumer only after visibility_timeout,
     # swept every interval*throttle seconds; lowered so the test does not wait ~90 s.
-    fast_restore = {"visibility_timeout": 5, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    fast_restore = {
+        "visibility_timeout": 5,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
     settings = service_settings.model_copy(
         update={"worker": service_settings.worker.model_copy(update=fast_restore)}
     )
@@ -145,7 +154,9 @@ def test_an_s3_outage_is_retried_until_everything_is_tagged(
     endpoint = server.endpoint  # type: ignore[attr-defined]
     settings = service_settings.model_copy(
         update={
-            "s3": service_settings.s3.model_copy(update={"endpoint_url": endpoint, "max_attempts": 1}),
+            "s3": service_settings.s3.model_copy(
+                update={"endpoint_url": endpoint, "max_attempts": 1}
+            ),
             "fetch": FetchSettings(connect_timeout=0.5, read_timeout=2.0, total_timeout=10.0),
         }
     )

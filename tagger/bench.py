@@ -1,0 +1,305 @@
+"""``tagger bench``: the throughput of each layer of the service, measured in one run.
+
+From the inside out — the model alone, the in-process compute path, the service over local
+files, the service over S3 — and the naive one-task-per-photo Keras peer, so the cost of the
+queue, batching and store (3/2) and the gain over the obvious design (4/5) are read off
+figures taken on the same machine, in the same minute, on the same photos.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import psutil
+import redis
+from pydantic import BaseModel
+
+from tagger.client import TaggerClient
+from tagger.config import S3Settings, Settings, StoreSettings
+from tagger.devservers import CeleryWorker, MotoServer, RedisServer
+from tagger.imaging import load_tensor
+from tagger.localfiles import is_image_name
+from tagger.model.registry import ensure_artifact
+from tagger.model.runtime import ModelRuntime
+from tagger.pipeline import Pipeline
+from tagger.schemas import PhotoRef
+from tagger.sources import Fetched, Fetcher
+from tagger.store import SqlTagStore
+from tagger.vocabulary import Vocabulary
+
+BUCKET = "bench-photos"
+
+
+class BenchReport(BaseModel):
+    photos: int
+    batch_size: int
+    worker_processes: int
+    threads_per_process: int
+    model_limit: float
+    compute_limit: float
+    service_local: float
+    service_s3: float
+    naive_peer: float | None
+    naive_photos: int
+    ratio_service_to_compute: float
+    ratio_s3_service_to_naive: float | None
+    cpu_ms_per_photo: dict[str, float]
+
+
+class MemoryFetcher(Fetcher):
+    """Photos held in memory: the compute limit measures everything but the I/O."""
+
+    def __init__(self, settings: Settings, photos: dict[str, bytes]) -> None:
+        super().__init__(settings, allow_local_paths=True)
+        self.photos = photos
+
+    def fetch(self, ref: PhotoRef) -> Fetched:
+        return Fetched(ref=ref.uri, data=self.photos[ref.uri], etag=None)
+
+    def head(self, ref: PhotoRef) -> str | None:
+        return None
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    photos: list[tuple[str, bytes]]
+    workdir: Path
+    say: Callable[[str], None]
+    naive_photos: int
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.photos)
+
+    # 1 -------------------------------------------------------------------------------------
+    def model_limit(self) -> float:
+        artifact = ensure_artifact(self.settings)
+        spec = artifact.manifest.preprocess
+        started = time.thread_time()
+        tensors = [load_tensor(data, self.settings.image, spec)[0] for _, data in self.photos]
+        self.cpu["decode+preprocess"] = (time.thread_time() - started) * 1000 / self.n
+        runtime = ModelRuntime(artifact, intra_op_threads=os.cpu_count() or 1)
+        size = self.settings.batch_size
+        batches = [np.stack(tensors[i : i + size]) for i in range(0, self.n, size)]
+        runtime.predict(batches[0])  # warm-up
+        cpu, wall = time.process_time(), time.perf_counter()
+        for batch in batches:
+            runtime.predict(batch)
+        wall = time.perf_counter() - wall
+        self.cpu["inference"] = (time.process_time() - cpu) * 1000 / self.n
+        return self.n / wall
+
+    # 2 -------------------------------------------------------------------------------------
+    def compute_limit(self) -> float:
+        photos = {str(PhotoRef.parse(f"s3://mem/{name}")): data for name, data in self.photos}
+        settings = self.settings.model_copy(
+            update={"model": self.settings.model.model_copy(update={"intra_op_threads": 0})}
+        )
+        artifact = ensure_artifact(settings)
+        runtime = ModelRuntime(artifact, intra_op_threads=os.cpu_count() or 1)
+        with Pipeline(settings, runtime, Vocabulary.load(), MemoryFetcher(settings, photos)) as p:
+            p.tag_batch(list(photos)[: self.settings.batch_size])  # warm-up
+            wall = time.perf_counter()
+            count = sum(len(batch) for batch in p.tag_stream(list(photos)))
+            wall = time.perf_counter() - wall
+        return count / wall
+
+    # 3 and 4 -------------------------------------------------------------------------------
+    def service(self, settings: Settings, refs: list[str], label: str) -> float:
+        with TaggerClient(settings) as client:
+            cpu, wall = time.process_time(), time.perf_counter()
+            job = client.submit(refs)
+            submit_cpu = time.process_time() - cpu
+            counts = job.wait(timeout=3600, poll=0.05)
+            wall = time.perf_counter() - wall
+        if counts.failed:
+            raise RuntimeError(f"{label}: {counts.failed} photos failed: {counts}")
+        self.cpu[f"queue (client submit, {label})"] = submit_cpu * 1000 / len(refs)
+        return len(refs) / wall
+
+    # 5 -------------------------------------------------------------------------------------
+    def naive(self, settings: Settings, keys: list[str], log: Path) -> float:
+        from tagger.bench_naive import DONE_KEY, NAIVE_QUEUE_SUFFIX, NAIVE_TASK, create_app
+
+        queue = settings.worker.queue + NAIVE_QUEUE_SUFFIX
+        worker = CeleryWorker(
+            settings,
+            log,
+            concurrency=os.cpu_count() or 1,
+            app="tagger.bench_naive",
+            queue=queue,
+            name="naive",
+        ).start(timeout=600)
+        counter = redis.Redis.from_url(settings.worker.broker_url)
+        counter.delete(DONE_KEY)
+        app = create_app(settings)
+        try:
+            wall = time.perf_counter()
+            for key in keys:
+                app.send_task(NAIVE_TASK, args=[BUCKET, key], queue=queue)
+            while int(counter.get(DONE_KEY) or 0) < len(keys):
+                time.sleep(0.05)
+            wall = time.perf_counter() - wall
+        finally:
+            worker.stop()
+            app.close()
+        return len(keys) / wall
+
+    # 6 -------------------------------------------------------------------------------------
+    def s3_client_cpu(self, settings: Settings, keys: list[str]) -> None:
+        fetcher = Fetcher(settings)
+        fetcher.head(PhotoRef.parse(f"s3://{BUCKET}/{keys[0]}"))  # connect once
+        cpu = time.process_time()
+        for key in keys:
+            fetcher.fetch(PhotoRef.parse(f"s3://{BUCKET}/{key}"))
+        self.cpu["s3 client GET"] = (time.process_time() - cpu) * 1000 / len(keys)
+        fetcher.close()
+
+    def store_cpu(self, settings: Settings, refs: list[str]) -> None:
+        source = SqlTagStore(settings.store_url)
+        results = list(source.get_many(refs).values())
+        source.close()
+        target = SqlTagStore(f"sqlite:///{self.workdir / 'store-bench.db'}")
+        size = settings.batch_size
+        cpu = time.process_time()
+        for start in range(0, len(results), size):
+            target.save(results[start : start + size])
+        self.cpu["store save (SQLite)"] = (time.process_time() - cpu) * 1000 / len(results)
+        target.close()
+
+
+def load_photos(folder: Path, copies: int) -> list[tuple[str, bytes]]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
+    if not files:
+        raise ValueError(f"no photos in {folder}")
+    return [(f"c{copy}/{path.name}", path.read_bytes()) for copy in range(copies) for path in files]
+
+
+def _process_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for proc in [process, *process.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def run_bench(
+    base: Settings,
+    folder: Path,
+    *,
+    copies: int = 2,
+    naive_photos: int | None = None,
+    say: Callable[[str], None] = print,
+) -> BenchReport:
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
+    photos = load_photos(folder, copies)
+    cores = os.cpu_count() or 1
+    processes = base.worker.concurrency or cores
+    threads = base.model.intra_op_threads or max(1, cores // processes)
+    servers: list[Any] = []
+    try:
+        redis_server = RedisServer(workdir)
+        servers.append(redis_server)
+        broker = redis_server.start()
+        moto = MotoServer(workdir)
+        servers.append(moto)
+        endpoint = moto.start()
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        settings = base.model_copy(
+            update={
+                "data_dir": workdir,
+                "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
+                "fetch": base.fetch.model_copy(update={"allow_local_paths": True}),
+                "s3": S3Settings(endpoint_url=endpoint, region="us-east-1", addressing_style="path"),
+                "worker": base.worker.model_copy(
+                    update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
+                ),
+            }
+        )
+        bench = Bench(
+            settings, photos, workdir, say, len(photos) if naive_photos is None else naive_photos
+        )
+        say(f"{len(photos)} photos, batch {settings.batch_size}, {processes} worker processes "
+            f"x {threads} threads on {cores} cores")
+
+        model_rate = bench.model_limit()
+        say(f"1. model limit            {model_rate:8.1f} images/s")
+        compute_rate = bench.compute_limit()
+        say(f"2. compute limit          {compute_rate:8.1f} images/s")
+
+        files = workdir / "photos"
+        for name, data in photos:
+            (files / name).parent.mkdir(parents=True, exist_ok=True)
+            (files / name).write_bytes(data)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda item: s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1]),
+                          photos))
+        keys = [name for name, _ in photos]
+
+        worker = CeleryWorker(settings, workdir / "worker.log", concurrency=processes)
+        servers.append(worker)
+        worker.start(timeout=600)
+        assert worker.process is not None
+        local_refs = [str(files / name) for name, _ in photos]
+        cpu_before = _process_cpu([worker.process.pid])
+        local_rate = bench.service(settings, local_refs, "local")
+        worker_cpu = _process_cpu([worker.process.pid]) - cpu_before
+        bench.cpu["worker process total (local files)"] = worker_cpu * 1000 / len(photos)
+        say(f"3. service, local files   {local_rate:8.1f} images/s")
+        s3_refs = [f"s3://{BUCKET}/{key}" for key in keys]
+        s3_rate = bench.service(settings, s3_refs, "s3")
+        say(f"4. service, S3 (moto)     {s3_rate:8.1f} images/s")
+        worker.stop()
+
+        bench.s3_client_cpu(settings, keys)
+        bench.store_cpu(settings, local_refs)
+        naive_rate: float | None = None
+        if bench.naive_photos > 0:
+            naive_rate = bench.naive(settings, keys[: bench.naive_photos], workdir / "naive.log")
+            say(f"5. naive Keras peer       {naive_rate:8.1f} images/s "
+                f"({bench.naive_photos} photos)")
+        report = BenchReport(
+            photos=len(photos),
+            batch_size=settings.batch_size,
+            worker_processes=processes,
+            threads_per_process=threads,
+            model_limit=model_rate,
+            compute_limit=compute_rate,
+            service_local=local_rate,
+            service_s3=s3_rate,
+            naive_peer=naive_rate,
+            naive_photos=bench.naive_photos,
+            ratio_service_to_compute=local_rate / compute_rate,
+            ratio_s3_service_to_naive=(s3_rate / naive_rate) if naive_rate else None,
+            cpu_ms_per_photo={k: round(v, 3) for k, v in bench.cpu.items()},
+        )
+        say(f"6. ratio 3/2 = {report.ratio_service_to_compute:.2f}   ratio 4/5 = "
+            + (f"{report.ratio_s3_service_to_naive:.1f}" if report.ratio_s3_service_to_naive
+               else "n/a"))
+        for name, value in report.cpu_ms_per_photo.items():
+            say(f"   cpu ms/photo  {name:40s} {value:7.2f}")
+        return report
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,35 @@
+"""``tagger bench``: throughput figures of every layer, in one run on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tagger.bench import run_bench
+from tagger.config import Settings
+
+
+def bench(
+    photos: Annotated[
+        Path, typer.Argument(help="a folder of photos, e.g. ../shared/data/imagenet-dev", exists=True)
+    ],
+    copies: Annotated[int, typer.Option(min=1, help="each photo under this many names")] = 2,
+    naive_photos: Annotated[
+        int | None, typer.Option(help="photos for the naive peer (default: all; 0 skips it)")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
+    err = Console(stderr=True)
+    report = run_bench(
+        Settings(), photos, copies=copies, naive_photos=naive_photos, say=err.print
+    )
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)

@@ -1,0 +1,119 @@
+"""``tagger listen sqs|http``: long-running listeners that turn bucket notifications into jobs.
+
+Both stop cleanly on SIGTERM or SIGINT and exit 0: the SQS listener finishes the poll in hand
+(its submit and its deletes), the webhook stops accepting and submits what it had accepted.
+Each logs one line per event to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+
+from tagger.client import TaggerClient
+from tagger.config import Settings
+from tagger.triggers_http import WebhookListener
+from tagger.triggers_sqs import SqsListener
+
+listen_app = typer.Typer(
+    help="Listen for bucket notifications (SQS or webhook) and submit the new photos.",
+    no_args_is_help=True,
+)
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (a container stop) or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info(
+            "%s received; finishing current work", signal.Signals(signum).name
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+@listen_app.command("sqs")
+def sqs(
+    queue_url: Annotated[str, typer.Argument(help="URL of the SQS queue S3 notifies")],
+    wait: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=20, help="long-poll seconds (default TAGGER_TRIGGERS__SQS_WAIT_SECONDS)"
+        ),
+    ] = None,
+) -> None:
+    """Long-poll an SQS queue of S3 notifications; delete each message once it is submitted."""
+    _log_to_stderr()
+    settings = Settings()
+    if wait is not None:
+        settings.triggers.sqs_wait_seconds = wait
+    stop = _stop_on_signals()
+    with TaggerClient(settings) as client:
+        listener = SqsListener(queue_url, settings, client)
+        try:
+            listener.check()
+        except (ClientError, BotoCoreError) as exc:
+            Console(stderr=True).print(f"[red]cannot use queue {queue_url}: {exc}[/red]")
+            raise typer.Exit(1) from None
+        listener.run(stop)
+
+
+@listen_app.command("http")
+def http(
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="port (default TAGGER_TRIGGERS__HTTP_PORT)"),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default TAGGER_TRIGGERS__HTTP_HOST)")
+    ] = None,
+) -> None:
+    """Serve POST /events for webhook notifications (MinIO, SNS), with a bearer token."""
+    _log_to_stderr()
+    settings = Settings()
+    err = Console(stderr=True)
+    token = settings.listener_token
+    if token is None or not token.get_secret_value():
+        err.print("[red]set TAGGER_LISTENER_TOKEN: the webhook refuses to run without one[/red]")
+        raise typer.Exit(1)
+    with TaggerClient(settings) as client:
+        try:
+            listener = WebhookListener(settings, client, host=host, port=port)
+        except OSError as exc:
+            err.print(f"[red]cannot listen: {exc}[/red]")
+            raise typer.Exit(1) from None
+        stop = _stop_on_signals()
+        with listener:
+            while not stop.wait(0.5):
+                pass
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(listen_app, name="listen")
+
+
+def main() -> None:
+    """``python -m tagger.cli.listen sqs|http …``: the listeners alone, e.g. as a container's
+    command."""
+    listen_app(prog_name="tagger listen")
+
+
+if __name__ == "__main__":
+    main()

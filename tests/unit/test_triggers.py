@@ -1,0 +1,612 @@
+"""Bucket notifications → refs: every envelope shape, the filters, duplicates, malformed input;
+the SQS listener's delete/keep rules on a recording SQS fake; the webhook on a real loopback
+socket; SNS confirmation through botocore's Stubber."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from pydantic import SecretStr
+
+from tagger.config import Settings, TriggerSettings
+from tagger.schemas import PhotoRef
+from tagger.triggers import EventBatch, MalformedEvent, parse_notification
+from tagger.triggers_http import WebhookListener
+from tagger.triggers_lambda import collect
+from tagger.triggers_sns import ConfirmationFailed, SubscriptionConfirmer
+from tagger.triggers_sqs import SqsListener
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:photo-uploads"
+DEFAULTS = TriggerSettings()
+
+
+# -- payloads shaped as S3, SNS, EventBridge, MinIO and Lambda send them ---------------------
+
+
+def s3_record(
+    key: str,
+    *,
+    bucket: str = "photos",
+    event: str = "ObjectCreated:Put",
+    etag: str | None = "0123456789abcdef0123456789abcdef",
+    sequencer: str = "0055AED6DCD90281E5",
+    source: str = "aws:s3",
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "size": 1024, "sequencer": sequencer}
+    if etag is not None:
+        obj["eTag"] = etag
+    return {
+        "eventVersion": "2.1",
+        "eventSource": source,
+        "awsRegion": "eu-west-1",
+        "eventTime": "2024-05-01T12:00:00.000Z",
+        "eventName": event,
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURI"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "tagger",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": obj,
+        },
+    }
+
+
+def s3_event(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+def sns_envelope(message: dict[str, Any] | str) -> dict[str, Any]:
+    body = message if isinstance(message, str) else json.dumps(message)
+    return {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": TOPIC,
+        "Subject": "Amazon S3 Notification",
+        "Message": body,
+        "Timestamp": "2024-05-01T12:00:01.000Z",
+        "SignatureVersion": "1",
+        "Signature": "EXAMPLE",
+        "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService.pem",
+        "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+    }
+
+
+def subscription_confirmation(topic: str = TOPIC) -> dict[str, Any]:
+    return {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a7",
+        "TopicArn": topic,
+        "Message": "You have chosen to subscribe to the topic. To confirm, visit SubscribeURL.",
+        "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+        "Timestamp": "2024-05-01T12:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "EXAMPLE",
+        "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService.pem",
+    }
+
+
+def eventbridge_event(key: str, detail_type: str = "Object Created") -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": detail_type,
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2024-05-01T12:00:00Z",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:s3:::photos"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": "photos"},
+            "object": {
+                "key": key,
+                "size": 5,
+                "etag": "b1946ac92492d2347c6235b4d2611184",
+                "sequencer": "617f08299329d189",
+            },
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "reason": "PutObject",
+        },
+    }
+
+
+def minio_payload(bucket: str, key: str) -> dict[str, Any]:
+    """MinIO's webhook body: the decoded ``Key`` beside records whose key is query-escaped."""
+    from urllib.parse import quote_plus
+
+    record = s3_record(quote_plus(key), bucket=bucket, event="s3:ObjectCreated:Put")
+    record["eventSource"] = "minio:s3"
+    record["eventVersion"] = "2.0"
+    return {"EventName": "s3:ObjectCreated:Put", "Key": f"{bucket}/{key}", "Records": [record]}
+
+
+def s3_test_event() -> dict[str, Any]:
+    return {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2024-05-01T12:00:00.000Z",
+        "Bucket": "photos",
+        "RequestId": "5582815E1AEA5ADF",
+        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE",
+    }
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def test_direct_s3_to_sqs_record_gives_the_ref() -> None:
+    batch = parse_notification(json.dumps(s3_event(s3_record("trips/cat.jpg"))), DEFAULTS)
+    assert batch.refs() == ["s3://photos/trips/cat.jpg"]
+    [obj] = batch.objects
+    assert (obj.bucket, obj.key, obj.etag) == ("photos", "trips/cat.jpg", "0123456789abcdef" * 2)
+    assert obj.event_name == "ObjectCreated:Put"
+
+
+def test_keys_are_decoded_as_s3_encodes_them() -> None:
+    batch = parse_notification(s3_event(s3_record("my+photo%281%29.jpg")), DEFAULTS)
+    assert batch.refs() == ["s3://photos/my photo(1).jpg"]
+    plus = parse_notification(s3_event(s3_record("c%2B%2B/x%3Ay.JPG")), DEFAULTS)
+    assert plus.refs() == ["s3://photos/c++/x:y.JPG"]
+
+
+def test_sns_wrapped_notification_is_unwrapped() -> None:
+    body = json.dumps(sns_envelope(s3_event(s3_record("a.png"), s3_record("b.webp"))))
+    assert parse_notification(body, DEFAULTS).refs() == ["s3://photos/a.png", "s3://photos/b.webp"]
+
+
+def test_sns_subscription_confirmation_is_reported_not_tagged() -> None:
+    batch = parse_notification(json.dumps(subscription_confirmation()), DEFAULTS)
+    assert batch.refs() == []
+    [request] = batch.confirmations
+    assert request.topic_arn == TOPIC
+    assert request.token.startswith("2336412f")
+
+
+def test_eventbridge_object_created() -> None:
+    batch = parse_notification(eventbridge_event("holiday/beach+day.jpeg"), DEFAULTS)
+    assert batch.refs() == ["s3://photos/holiday/beach day.jpeg"]
+    assert batch.objects[0].etag == "b1946ac92492d2347c6235b4d2611184"
+    deleted = parse_notification(eventbridge_event("holiday/a.jpg", "Object Deleted"), DEFAULTS)
+    assert deleted.refs() == []
+    assert deleted.skipped == ["EventBridge Object Deleted"]
+
+
+def test_minio_webhook_payload() -> None:
+    batch = parse_notification(json.dumps(minio_payload("media", "up loads/ü.jpg")), DEFAULTS)
+    assert batch.refs() == ["s3://media/up loads/ü.jpg"]
+    assert batch.objects[0].event_name == "ObjectCreated:Put"
+
+
+def test_lambda_shapes_direct_sqs_and_sns() -> None:
+    direct = s3_event(s3_record("d.jpg"))
+    assert collect(direct, DEFAULTS)[0].refs() == ["s3://photos/d.jpg"]
+    from_sqs = {
+        "Records": [
+            {
+                "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:uploads",
+                "body": json.dumps(s3_event(s3_record("q.jpg"))),
+            },
+            {"messageId": "m2", "eventSource": "aws:sqs", "body": "not json"},
+            {
+                "messageId": "m3",
+                "eventSource": "aws:sqs",
+                "body": json.dumps(sns_envelope(s3_event(s3_record("r.jpg")))),
+            },
+        ]
+    }
+    batch, malformed = collect(from_sqs, DEFAULTS)
+    assert batch.refs() == ["s3://photos/q.jpg", "s3://photos/r.jpg"]
+    assert len(malformed) == 1
+    assert malformed[0].startswith("Records[1]: $: not JSON")
+    from_sns = {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "Sns": sns_envelope(s3_event(s3_record("n.jpg"))),
+            }
+        ]
+    }
+    assert collect(from_sns, DEFAULTS)[0].refs() == ["s3://photos/n.jpg"]
+
+
+def test_test_event_and_other_event_types_are_skipped() -> None:
+    assert parse_notification(json.dumps(s3_test_event()), DEFAULTS).skipped == ["s3:TestEvent"]
+    wrapped = parse_notification(sns_envelope(s3_test_event()), DEFAULTS)
+    assert wrapped.refs() == [] and wrapped.skipped == ["s3:TestEvent"]
+    batch = parse_notification(
+        s3_event(
+            s3_record("gone.jpg", event="ObjectRemoved:Delete"),
+            s3_record("tagged.jpg", event="ObjectTagging:Put"),
+            s3_record("new.jpg", event="ObjectCreated:CompleteMultipartUpload"),
+        ),
+        DEFAULTS,
+    )
+    assert batch.refs() == ["s3://photos/new.jpg"]
+    assert len(batch.skipped) == 2
+    assert batch.skipped[0].startswith("ObjectRemoved:Delete")
+
+
+def test_prefix_suffix_and_bucket_filters() -> None:
+    event = s3_event(
+        s3_record("uploads/a.JPG"),
+        s3_record("uploads/notes.txt"),
+        s3_record("uploads/folder/"),
+        s3_record("elsewhere/b.jpg"),
+        s3_record("uploads/c.heic", bucket="other"),
+    )
+    batch = parse_notification(event, TriggerSettings(prefix="uploads/", buckets=["photos"]))
+    assert batch.refs() == ["s3://photos/uploads/a.JPG"]
+    assert len(batch.skipped) == 4
+    anything = parse_notification(event, TriggerSettings(suffixes=[]))
+    assert len(anything.refs()) == 5
+    only_txt = parse_notification(event, TriggerSettings(suffixes=[".TXT"]))
+    assert only_txt.refs() == ["s3://photos/uploads/notes.txt"]
+
+
+def test_duplicate_records_are_dropped() -> None:
+    twice = s3_event(s3_record("m.jpg"), s3_record("m.jpg"))
+    batch = parse_notification(twice, DEFAULTS)
+    assert len(batch.objects) == 1 and batch.duplicates == 1
+    other_upload = parse_notification(
+        s3_event(s3_record("m.jpg"), s3_record("m.jpg", etag="ffff", sequencer="0056")), DEFAULTS
+    )
+    assert len(other_upload.objects) == 2  # two uploads of one key: both seen …
+    assert other_upload.refs() == ["s3://photos/m.jpg"]  # … but the photo is submitted once
+    merged = EventBatch.merge(
+        [parse_notification(s3_event(s3_record("m.jpg")), DEFAULTS) for _ in range(3)]
+    )
+    assert merged.refs() == ["s3://photos/m.jpg"] and merged.duplicates == 2
+
+
+def test_keys_that_would_name_another_object_are_skipped() -> None:
+    batch = parse_notification(s3_event(s3_record("what%3F.jpg"), s3_record("a%23b.jpg")), DEFAULTS)
+    assert batch.refs() == []
+    assert all("cannot be written" in reason for reason in batch.skipped)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xff\xfe not utf8", r"\$: not JSON"),
+        ("{truncated", r"\$: not JSON"),
+        ("[1, 2]", r"\$: expected a JSON object, got list"),
+        ('{"hello": "world"}', r"\$: not an S3 event notification \(keys: hello\)"),
+        ('{"Records": {"a": 1}}', r"\$\.Records: expected a list, got dict"),
+        ('{"Records": ["x"]}', r"\$\.Records\[0\]: expected a JSON object, got str"),
+        (
+            json.dumps(s3_event({"eventName": "ObjectCreated:Put", "s3": {"bucket": {}}})),
+            r"\$\.Records\[0\]\.s3\.bucket\.name: expected a non-empty string, missing",
+        ),
+        (
+            json.dumps(s3_event({"eventName": "ObjectCreated:Put", "s3": "x"})),
+            r"\$\.Records\[0\]\.s3: expected an object, a str",
+        ),
+        (json.dumps(sns_envelope("garbage")), r"\$\.Message: not JSON"),
+        (
+            json.dumps(
+                s3_event(
+                    {
+                        **s3_record("a.jpg"),
+                        "s3": {"bucket": {"name": "b"}, "object": {"key": "a.jpg", "size": -1}},
+                    }
+                )
+            ),
+            r"\.s3\.object\.size: expected a non-negative integer",
+        ),
+    ],
+)
+def test_malformed_payloads_raise_a_typed_error_naming_the_problem(
+    payload: str | bytes, message: str
+) -> None:
+    with pytest.raises(MalformedEvent, match=message) as caught:
+        parse_notification(payload, DEFAULTS)
+    assert caught.value.code == "malformed_event"
+    assert caught.value.permanent
+
+
+def test_envelopes_nested_too_deep_are_malformed() -> None:
+    payload: dict[str, Any] = s3_event(s3_record("x.jpg"))
+    for _ in range(6):
+        payload = sns_envelope(payload)
+    with pytest.raises(MalformedEvent, match="nested more than"):
+        parse_notification(payload, DEFAULTS)
+
+
+# -- the SQS listener, on a recording fake of the SQS API ------------------------------------
+
+
+@dataclass
+class FakeSqs:
+    """Just enough of SQS: queued bodies, receipt handles, deletes and visibility calls."""
+
+    bodies: list[str]
+    deleted: list[str] = field(default_factory=list)
+    visibility_calls: list[list[str]] = field(default_factory=list)
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        count = kwargs["MaxNumberOfMessages"]
+        taken, self.bodies = self.bodies[:count], self.bodies[count:]
+        return {
+            "Messages": [
+                {"MessageId": f"m{i}", "ReceiptHandle": f"h-{body[:20]}-{i}", "Body": body}
+                for i, body in enumerate(taken)
+            ]
+        }
+
+    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        assert len(Entries) <= 10
+        self.deleted.extend(entry["ReceiptHandle"] for entry in Entries)
+        return {"Successful": [{"Id": entry["Id"]} for entry in Entries], "Failed": []}
+
+    def change_message_visibility_batch(
+        self,
+        QueueUrl: str,
+        Entries: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        self.visibility_calls.append([entry["ReceiptHandle"] for entry in Entries])
+        return {"Successful": [{"Id": entry["Id"]} for entry in Entries], "Failed": []}
+
+
+@dataclass
+class FakeJob:
+    id: str
+    total: int
+
+
+@dataclass
+class RecordingSubmitter:
+    fail: bool = False
+    delay: float = 0.0
+    calls: list[list[str]] = field(default_factory=list)
+
+    def submit(self, refs: Iterable[str | PhotoRef]) -> FakeJob:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise ConnectionError("broker down")
+        uris = [str(ref) for ref in refs]
+        self.calls.append(uris)
+        return FakeJob(id=f"job-{len(self.calls)}", total=len(uris))
+
+
+def listener_for(sqs: FakeSqs, submitter: RecordingSubmitter, **triggers: Any) -> SqsListener:
+    settings = Settings(triggers=TriggerSettings(sqs_wait_seconds=0, **triggers))
+    return SqsListener("https://sqs.test/queue", settings, submitter, sqs=sqs)  # type: ignore[arg-type]
+
+
+def test_sqs_poll_submits_once_then_deletes_and_drops_garbage() -> None:
+    photo = json.dumps(s3_event(s3_record("p.jpg")))
+    sqs = FakeSqs([photo, photo, json.dumps(s3_test_event()), "not json at all"])
+    submitter = RecordingSubmitter()
+    stats = listener_for(sqs, submitter).poll_once()
+    assert submitter.calls == [["s3://photos/p.jpg"]]  # the duplicate message adds nothing
+    assert stats.submitted == 1 and stats.duplicates == 1 and stats.malformed == 1
+    assert stats.job_id == "job-1"
+    assert len(sqs.deleted) == 4  # photos after submit; TestEvent and garbage since done
+
+
+def test_sqs_submit_failure_keeps_the_photo_messages_for_redelivery() -> None:
+    photo = json.dumps(s3_event(s3_record("p.jpg")))
+    sqs = FakeSqs([photo, "garbage", json.dumps(s3_test_event())])
+    stats = listener_for(sqs, RecordingSubmitter(fail=True)).poll_once()
+    assert stats.failed and stats.kept == 1
+    assert len(sqs.deleted) == 2
+    assert all(not handle.startswith('h-{"Records') for handle in sqs.deleted)
+
+
+def test_sqs_slow_submit_extends_visibility() -> None:
+    sqs = FakeSqs([json.dumps(s3_event(s3_record("slow.jpg")))])
+    listener = listener_for(sqs, RecordingSubmitter(delay=1.5), sqs_visibility_timeout=2)
+    listener.poll_once()
+    assert sqs.visibility_calls, "visibility was not extended during a submit over half of it"
+    assert sqs.deleted == sqs.visibility_calls[0]
+    fast = FakeSqs([json.dumps(s3_event(s3_record("fast.jpg")))])
+    listener_for(fast, RecordingSubmitter(), sqs_visibility_timeout=2).poll_once()
+    assert fast.visibility_calls == []
+
+
+def test_sqs_run_stops_when_asked_after_finishing_its_poll() -> None:
+    photo = json.dumps(s3_event(s3_record("p.jpg")))
+    sqs = FakeSqs([photo])
+    stop = threading.Event()
+    submitter = RecordingSubmitter()
+    original = submitter.submit
+
+    def submit_then_stop(refs: Iterable[str | PhotoRef]) -> FakeJob:
+        stop.set()  # a SIGTERM arriving mid-poll
+        return original(refs)
+
+    submitter.submit = submit_then_stop  # type: ignore[method-assign]
+    totals = listener_for(sqs, submitter).run(stop)
+    assert totals.submitted == 1 and len(sqs.deleted) == 1
+
+
+# -- the webhook, on a real loopback socket ----------------------------------------------------
+
+
+TOKEN = "s3cr3t-token"
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[WebhookListener, RecordingSubmitter]]:
+    settings = Settings(
+        listener_token=SecretStr(TOKEN),
+        triggers=TriggerSettings(http_max_body_bytes=4096, http_queue_size=4),
+    )
+    submitter = RecordingSubmitter()
+    listener = WebhookListener(settings, submitter, host="127.0.0.1", port=0)
+    with listener:
+        yield listener, submitter
+
+
+def post(
+    listener: WebhookListener,
+    body: bytes,
+    authorization: str | None = f"Bearer {TOKEN}",
+    path: str = "/events",
+) -> tuple[int, dict[str, Any]]:
+    host, port = listener.address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_webhook_accepts_minio_payload_and_submits_asynchronously(
+    webhook: tuple[WebhookListener, RecordingSubmitter],
+) -> None:
+    listener, submitter = webhook
+    status, answer = post(listener, json.dumps(minio_payload("media", "new photo.jpg")).encode())
+    assert status == 202 and answer["accepted"] == 1
+    wait_for(lambda: submitter.calls == [["s3://media/new photo.jpg"]])
+
+
+def test_webhook_refuses_missing_or_wrong_tokens_and_submits_nothing(
+    webhook: tuple[WebhookListener, RecordingSubmitter],
+) -> None:
+    listener, submitter = webhook
+    body = json.dumps(minio_payload("media", "x.jpg")).encode()
+    for authorization in (None, "Bearer wrong", f"Token {TOKEN}", f"Bearer {TOKEN}x", "Basic !!"):
+        status, answer = post(listener, body, authorization)
+        assert status == 401, authorization
+        assert answer == {"error": "unauthorized"}
+    time.sleep(0.3)
+    assert submitter.calls == []
+    basic = base64.b64encode(f"sns:{TOKEN}".encode()).decode()
+    assert post(listener, body, f"Basic {basic}")[0] == 202  # SNS sends URL credentials so
+    wait_for(lambda: submitter.calls == [["s3://media/x.jpg"]])
+
+
+def test_webhook_refuses_large_and_malformed_bodies(
+    webhook: tuple[WebhookListener, RecordingSubmitter],
+) -> None:
+    listener, submitter = webhook
+    status, answer = post(listener, b"{" + b" " * 5000 + b"}")
+    assert status == 413 and answer["error"] == "too_large"
+    status, answer = post(listener, b'{"Records": "nope"}')
+    assert status == 400 and "Records: expected a list" in answer["reason"]
+    status, answer = post(listener, json.dumps(s3_test_event()).encode())
+    assert status == 200 and answer["skipped"] == 1
+    assert post(listener, b"{}", path="/other")[0] == 404
+    assert submitter.calls == []
+
+
+def test_webhook_answers_503_when_its_queue_is_full() -> None:
+    settings = Settings(
+        listener_token=SecretStr(TOKEN), triggers=TriggerSettings(http_queue_size=1)
+    )
+    release = threading.Event()
+    submitter = RecordingSubmitter()
+    original = submitter.submit
+
+    def blocked(refs: Iterable[str | PhotoRef]) -> FakeJob:
+        release.wait(10)
+        return original(refs)
+
+    submitter.submit = blocked  # type: ignore[method-assign]
+    with WebhookListener(settings, submitter, host="127.0.0.1", port=0) as listener:
+        statuses = []
+        for n in range(4):
+            statuses.append(post(listener, json.dumps(minio_payload("b", f"{n}.jpg")).encode())[0])
+            time.sleep(0.3)  # let the submitter take the first one off the queue
+        # the submitter holds one, the queue one more; the rest are told to come back later
+        assert statuses == [202, 202, 503, 503]
+        release.set()
+    # stopping drained what had been accepted, and only that
+    assert submitter.calls == [["s3://b/0.jpg"], ["s3://b/1.jpg"]]
+
+
+def test_webhook_health_and_head(webhook: tuple[WebhookListener, RecordingSubmitter]) -> None:
+    listener, _ = webhook
+    conn = http.client.HTTPConnection(*listener.address, timeout=5)
+    conn.request("GET", "/healthz")
+    reply = conn.getresponse()
+    assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok", "pending": 0}
+    conn.close()
+    conn = http.client.HTTPConnection(*listener.address, timeout=5)
+    conn.request("HEAD", "/events")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_webhook_will_not_start_without_a_token() -> None:
+    with pytest.raises(ValueError, match="TAGGER_LISTENER_TOKEN"):
+        WebhookListener(Settings(), RecordingSubmitter(), port=0)
+
+
+# -- SNS confirmation, through the SNS API (botocore Stubber), never the SubscribeURL ---------
+
+
+def stubbed_confirmer(**triggers: Any) -> tuple[SubscriptionConfirmer, Stubber]:
+    client = boto3.client(
+        "sns", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stubber = Stubber(client)
+    settings = Settings(triggers=TriggerSettings(**triggers))
+    return SubscriptionConfirmer(settings, client), stubber
+
+
+def test_confirmation_goes_to_the_sns_api_with_topic_and_token() -> None:
+    confirmer, stubber = stubbed_confirmer()
+    [request] = parse_notification(subscription_confirmation(), DEFAULTS).confirmations
+    stubber.add_response(
+        "confirm_subscription",
+        {"SubscriptionArn": f"{TOPIC}:abcd"},
+        {"TopicArn": TOPIC, "Token": request.token},
+    )
+    with stubber:
+        assert confirmer.confirm(request) == f"{TOPIC}:abcd"
+    stubber.assert_no_pending_responses()
+
+
+def test_unlisted_topics_and_disabled_confirmation_call_nothing() -> None:
+    [request] = parse_notification(subscription_confirmation(), DEFAULTS).confirmations
+    for triggers in (
+        {"topic_arns": ["arn:aws:sns:eu-west-1:1:other"]},
+        {"confirm_subscriptions": False},
+    ):
+        confirmer, stubber = stubbed_confirmer(**triggers)
+        with stubber:  # any call would fail: no response is queued
+            assert confirmer.confirm(request) is None
+
+
+def test_refused_confirmation_is_a_typed_failure() -> None:
+    confirmer, stubber = stubbed_confirmer()
+    [request] = parse_notification(subscription_confirmation(), DEFAULTS).confirmations
+    stubber.add_client_error("confirm_subscription", "InvalidParameter", "bad token")
+    with stubber, pytest.raises(ConfirmationFailed, match="bad token"):
+        confirmer.confirm(request)
