@@ -9,7 +9,15 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")
+PHOTOS = (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "cat",
+    "hubble_deep_field",
+    "immunohistochemistry",
+)
 
 
 def main(folder: Path) -> None:

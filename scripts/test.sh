@@ -4,14 +4,18 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if ! command -v redis-server >/dev/null 2>&1; then
+# System packages: redis-server for the integration tests, WordNet for the vocabulary check.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "redis-server is missing; install it (apt-get install redis-server)" >&2
-    exit 1
+    echo "missing system packages: ${missing[*]} (apt-get install them)" >&2
   fi
 fi
+command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required" >&2; exit 1; }
 # PostgreSQL: use the running server; start the machine's cluster when it is installed but down.
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

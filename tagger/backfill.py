@@ -504,7 +504,6 @@ class Backfill:
             self._progress("waiting")
             self.sleep(settings.poll_interval)
         if waited_since is not None:
-            print('waited', waited_since, time.monotonic(), depth)
             summary.waited_seconds += time.monotonic() - waited_since
 
     def _save_cursor(self, target: Target, key: str) -> None:

@@ -228,7 +228,9 @@ def run_bench(
                 "data_dir": workdir,
                 "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
                 "fetch": base.fetch.model_copy(update={"allow_local_paths": True}),
-                "s3": S3Settings(endpoint_url=endpoint, region="us-east-1", addressing_style="path"),
+                "s3": S3Settings(
+                    endpoint_url=endpoint, region="us-east-1", addressing_style="path"
+                ),
                 "worker": base.worker.model_copy(
                     update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
                 ),
@@ -237,8 +239,10 @@ def run_bench(
         bench = Bench(
             settings, photos, workdir, say, len(photos) if naive_photos is None else naive_photos
         )
-        say(f"{len(photos)} photos, batch {settings.batch_size}, {processes} worker processes "
-            f"x {threads} threads on {cores} cores")
+        say(
+            f"{len(photos)} photos, batch {settings.batch_size}, {processes} worker processes "
+            f"x {threads} threads on {cores} cores"
+        )
 
         model_rate = bench.model_limit()
         say(f"1. model limit            {model_rate:8.1f} images/s")
@@ -252,8 +256,11 @@ def run_bench(
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda item: s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1]),
-                          photos))
+            list(
+                pool.map(
+                    lambda item: s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1]), photos
+                )
+            )
         keys = [name for name, _ in photos]
 
         worker = CeleryWorker(settings, workdir / "worker.log", concurrency=processes)
@@ -276,8 +283,10 @@ def run_bench(
         naive_rate: float | None = None
         if bench.naive_photos > 0:
             naive_rate = bench.naive(settings, keys[: bench.naive_photos], workdir / "naive.log")
-            say(f"5. naive Keras peer       {naive_rate:8.1f} images/s "
-                f"({bench.naive_photos} photos)")
+            say(
+                f"5. naive Keras peer       {naive_rate:8.1f} images/s "
+                f"({bench.naive_photos} photos)"
+            )
         report = BenchReport(
             photos=len(photos),
             batch_size=settings.batch_size,
@@ -293,9 +302,14 @@ def run_bench(
             ratio_s3_service_to_naive=(s3_rate / naive_rate) if naive_rate else None,
             cpu_ms_per_photo={k: round(v, 3) for k, v in bench.cpu.items()},
         )
-        say(f"6. ratio 3/2 = {report.ratio_service_to_compute:.2f}   ratio 4/5 = "
-            + (f"{report.ratio_s3_service_to_naive:.1f}" if report.ratio_s3_service_to_naive
-               else "n/a"))
+        say(
+            f"6. ratio 3/2 = {report.ratio_service_to_compute:.2f}   ratio 4/5 = "
+            + (
+                f"{report.ratio_s3_service_to_naive:.1f}"
+                if report.ratio_s3_service_to_naive
+                else "n/a"
+            )
+        )
         for name, value in report.cpu_ms_per_photo.items():
             say(f"   cpu ms/photo  {name:40s} {value:7.2f}")
         return report

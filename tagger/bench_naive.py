@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> Celery:
             state[pid] = _Process(settings)
         return state[pid]
 
-    @worker_process_init.connect(weak=False)
+    @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _load(**_: Any) -> None:
         process()
 

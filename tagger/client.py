@@ -113,7 +113,9 @@ class TaggerClient:
         size = batch_size or self.settings.worker.batch_size
         with self.celery.producer_or_acquire() as producer:
             for start in range(0, len(uris), size):
-                request = TagBatchRequest(job_id=job_id, refs=uris[start : start + size], force=force)
+                request = TagBatchRequest(
+                    job_id=job_id, refs=uris[start : start + size], force=force
+                )
                 self.celery.send_task(
                     TAG_TASK,
                     kwargs=request.model_dump(),

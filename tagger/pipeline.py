@@ -138,8 +138,10 @@ class Pipeline:
             ref = PhotoRef.parse(raw)
             ref_text = ref.uri
             previous = known.get(ref_text)
-            if previous is not None and ref.kind == "s3" and previous.is_tagged_by(
-                self.fetcher.head(ref), self.model_version
+            if (
+                previous is not None
+                and ref.kind == "s3"
+                and previous.is_tagged_by(self.fetcher.head(ref), self.model_version)
             ):
                 return Loaded(ref_text, result=self._skipped(ref_text, previous))
             fetched = self.fetcher.fetch(ref)

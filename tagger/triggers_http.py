@@ -87,7 +87,8 @@ class WebhookListener:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop accepting, then submit what was already accepted (within ``timeout``)."""
-        self._server.shutdown()
+        if self._serving.is_alive():  # shutdown() would wait forever for a loop never started
+            self._server.shutdown()
         self._server.server_close()
         self._stopping.set()
         self._submitting.join(timeout)

@@ -136,7 +136,7 @@ class SqsListener:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             else:
                 backoff = 1.0
-        log.info("sqs listener stopped %s", _fields(totals))
+        log.info("sqs listener stopped %s", _fields(totals, exclude={"job_id", "failed"}))
         return totals
 
     def poll_once(self) -> PollStats:
@@ -288,5 +288,5 @@ class _VisibilityKeeper:
             )
 
 
-def _fields(stats: PollStats) -> str:
-    return " ".join(f"{name}={value}" for name, value in stats.model_dump().items())
+def _fields(stats: PollStats, exclude: set[str] | None = None) -> str:
+    return " ".join(f"{name}={value}" for name, value in stats.model_dump(exclude=exclude).items())

@@ -32,12 +32,12 @@ def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder
 app, resources = create_app()
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _load_model(**_: Any) -> None:
     """Each prefork child loads the model before its first task, not during it."""
     resources.get()
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _release(**_: Any) -> None:
     resources.close()

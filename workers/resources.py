@@ -36,7 +36,10 @@ class WorkerResources:
         writeback = S3WriteBack.from_settings(settings, pipeline.fetcher)
         log.info(
             "worker process ready",
-            extra={"model_version": pipeline.model_version, "threads": settings.model.intra_op_threads},
+            extra={
+                "model_version": pipeline.model_version,
+                "threads": settings.model.intra_op_threads,
+            },
         )
         return cls(settings, pipeline, store, writeback)
 

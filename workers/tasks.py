@@ -53,7 +53,9 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
         log.info("batch done", extra={"job_id": job_id, **counts})
         if retry:
             countdown = get_exponential_backoff_interval(
-                factor=1, retries=self.request.retries, maximum=int(settings.retry_backoff_max),
+                factor=1,
+                retries=self.request.retries,
+                maximum=int(settings.retry_backoff_max),
                 full_jitter=True,
             )
             raise self.retry(

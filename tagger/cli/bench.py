@@ -14,7 +14,8 @@ from tagger.config import Settings
 
 def bench(
     photos: Annotated[
-        Path, typer.Argument(help="a folder of photos, e.g. ../shared/data/imagenet-dev", exists=True)
+        Path,
+        typer.Argument(help="a folder of photos, e.g. ../shared/data/imagenet-dev", exists=True),
     ],
     copies: Annotated[int, typer.Option(min=1, help="each photo under this many names")] = 2,
     naive_photos: Annotated[
@@ -24,9 +25,7 @@ def bench(
 ) -> None:
     """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
     err = Console(stderr=True)
-    report = run_bench(
-        Settings(), photos, copies=copies, naive_photos=naive_photos, say=err.print
-    )
+    report = run_bench(Settings(), photos, copies=copies, naive_photos=naive_photos, say=err.print)
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
 

@@ -22,6 +22,8 @@ from tagger.config import Settings
 from tagger.triggers_http import WebhookListener
 from tagger.triggers_sqs import SqsListener
 
+log = logging.getLogger("tagger.cli.listen")  # by name: also right when run with -m
+
 listen_app = typer.Typer(
     help="Listen for bucket notifications (SQS or webhook) and submit the new photos.",
     no_args_is_help=True,
@@ -39,9 +41,7 @@ def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info(
-            "%s received; finishing current work", signal.Signals(signum).name
-        )
+        log.info("%s received; finishing current work", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

@@ -27,7 +27,8 @@ def results_table(results: Iterable[TagResult]) -> Table:
             top = ""
         else:
             tags = ", ".join(
-                f"{tag.name} {tag.score:.2f}" + (f" ({', '.join(tag.parents)})" if tag.parents else "")
+                f"{tag.name} {tag.score:.2f}"
+                + (f" ({', '.join(tag.parents)})" if tag.parents else "")
                 for tag in result.tags
             )
             top = (

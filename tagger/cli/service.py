@@ -25,9 +25,17 @@ def worker(
     """Start a Celery worker for the tagging queue; extra flags go to ``celery worker``."""
     settings = Settings()
     argv = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-        f"--loglevel={loglevel}", "-Q", settings.worker.queue,
-        "-c", str(concurrency or settings.worker.concurrency or os.cpu_count() or 1),
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        f"--loglevel={loglevel}",
+        "-Q",
+        settings.worker.queue,
+        "-c",
+        str(concurrency or settings.worker.concurrency or os.cpu_count() or 1),
         *ctx.args,
     ]
     os.execv(sys.executable, argv)
@@ -84,9 +92,7 @@ def failures(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-        worker
-    )
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
     app.command()(submit)
     app.command()(status)
     app.command()(failures)

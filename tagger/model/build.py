@@ -131,7 +131,9 @@ def build_keras_model(state: dict[str, np.ndarray[Any, Any]], image_size: int) -
         return [state[torch_name + ".weight"].transpose(2, 3, 0, 1)]
 
     def bn_weights(torch_name: str) -> list[np.ndarray[Any, Any]]:
-        return [state[f"{torch_name}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")]
+        return [
+            state[f"{torch_name}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")
+        ]
 
     inputs = keras.Input((image_size, image_size, 3), name="input")
     stem = int(state["_conv_stem.weight"].shape[0])
@@ -219,9 +221,9 @@ def canonicalise(model: Any) -> Any:
     unique: dict[str, Any] = {}
     for tensor in graph.initializer:
         array = numpy_helper.to_array(tensor)
-        key = hashlib.sha256(
-            f"{array.dtype}{array.shape}".encode() + array.tobytes()
-        ).hexdigest()[:16]
+        key = hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()[
+            :16
+        ]
         renames[tensor.name] = f"const_{key}"
         if renames[tensor.name] not in unique:
             tensor.name = renames[tensor.name]

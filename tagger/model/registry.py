@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from tagger.config import Settings
 from tagger.errors import ModelError
+from tagger.model.torch_weights import load_state_dict
 from tagger.schemas import PreprocessSpec
 
 Arch = Literal["lite0", "lite2"]
@@ -138,7 +139,7 @@ def build_artifact(arch: Arch, destination: Path) -> ModelArtifact:
         ) from exc
     source = build.SOURCES[arch]
     weights_path = source.path()
-    state = build.load_state_dict(weights_path)
+    state = load_state_dict(weights_path)
     model = build.build_keras_model(state, source.image_size)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=destination.parent))

@@ -48,7 +48,9 @@ class ModelRuntime:
     def size(self) -> int:
         return self.artifact.manifest.preprocess.size
 
-    def predict(self, batch: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    def predict(
+        self, batch: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """Probabilities (N, classes) and embeddings (N, 1280) for an NHWC float32 batch."""
         if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
             raise ModelError(f"batch of shape {batch.shape} does not fit a {self.size}px model")

@@ -37,7 +37,9 @@ def sidecar_key(prefix: str, ref: PhotoRef) -> str:
     return f"{prefix.strip('/')}/{name}.json".lstrip("/")
 
 
-def merged_object_tags(existing: Sequence[dict[str, str]], result: TagResult) -> list[dict[str, str]]:
+def merged_object_tags(
+    existing: Sequence[dict[str, str]], result: TagResult
+) -> list[dict[str, str]]:
     """The owner's tags kept, tagger's replaced, within S3's ten-tag limit."""
     kept = [tag for tag in existing if not tag["Key"].startswith(TAG_PREFIX)]
     free = max(0, S3_MAX_TAGS - len(kept))

@@ -101,7 +101,7 @@ def test_bad_photos_fail_alone(
 
 def test_an_invalid_reference_enqueues_nothing(service_settings: Settings) -> None:
     with TaggerClient(service_settings) as client:
-        with pytest.raises(InvalidReference, match="ftp://x/y.jpg"):
+        with pytest.raises(InvalidReference, match=r"ftp://x/y\.jpg"):
             client.submit(["s3://ok/a.jpg", "ftp://x/y.jpg"])
         assert client.queue_depth() == 0
 

@@ -419,11 +419,20 @@ def runtime_stage() -> Stage:
     return dockerfile_stages()[-1]
 
 
+def dockerfile_args(stage: Stage) -> dict[str, str]:
+    """The stage's ``ARG NAME=default`` values, as a build without --build-arg sees them."""
+    return dict(arg.partition("=")[::2] for arg in stage.all("ARG"))
+
+
 def dockerfile_env(stage: Stage) -> dict[str, str]:
+    """The stage's ``ENV`` with its build arguments expanded (other variables left as written)."""
+    build_args = dockerfile_args(stage)
     env: dict[str, str] = {}
     for args in stage.all("ENV"):
         for pair in shlex.split(args):
             name, _, value = pair.partition("=")
+            for arg, default in build_args.items():
+                value = value.replace(f"${{{arg}}}", default)
             env[name] = value
     return env
 
@@ -494,9 +503,14 @@ def test_runtime_image_runs_tagger_as_a_user_with_the_built_model() -> None:
     assert runtime.all("HEALTHCHECK"), "a worker that lost its broker should show as unhealthy"
 
     runtime_env, build_env = dockerfile_env(runtime), dockerfile_env(build)
+    arch = dockerfile_args(build)["TAGGER_ARCH"]
+    assert any(
+        f"tagger model build --arch {arch}" in args.replace('"${TAGGER_ARCH}"', arch)
+        for args in build.all("RUN")
+    )
+    assert runtime_env["TAGGER_MODEL__ARCH"] == arch, "workers look for the model that was built"
     model_dir = runtime_env["TAGGER_MODEL_DIR"]
     assert build_env["TAGGER_MODEL_DIR"] == model_dir, "the model is built where it is copied from"
-    assert any("tagger model build" in args for args in build.all("RUN"))
     assert f"--from=build {model_dir} {model_dir}" in runtime.all("COPY")
     assert runtime_env["TAGGER_MODEL__BUILD_IF_MISSING"] == "false", "no TensorFlow at run time"
     assert not any("[build]" in args for _, args in runtime.instructions)

@@ -63,7 +63,7 @@ def test_the_weights_reader_refuses_foreign_code(tmp_path: Path) -> None:
         pickle.dump(part, buffer, protocol=2)
     pickle.dump({"x": Evil()}, buffer, protocol=2)
     path.write_bytes(buffer.getvalue())
-    with pytest.raises(ModelError, match="refusing to load builtins.print"):
+    with pytest.raises(ModelError, match=r"refusing to load builtins\.print"):
         load_state_dict(path)
 
 
