@@ -40,9 +40,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 K8S_DIR = ROOT / "deploy" / "k8s"
 TAGGER_SERVICES = {"worker", "beat", "listener"}
-# Kinds of Kubernetes itself; the others (Kustomization, KEDA's ScaledObject) have no schema
-# in kubernetes-validate.
 K8S_VERSION = "1.30"
+# API groups of Kubernetes itself; the other kinds (Kustomization, KEDA's ScaledObject) have no
+# schema in kubernetes-validate.
 CORE_API_GROUPS = ("v1", "apps/v1", "autoscaling/v2")
 
 
