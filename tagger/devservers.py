@@ -233,11 +233,18 @@ class CeleryWorker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if "ready." in self.log_path.read_text(errors="replace"):
+            if self._ready(self.log_path.read_text(errors="replace")):
                 return self
             time.sleep(0.2)
         self.kill()
         raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def _ready(self, log: str) -> bool:
+        """Celery says ``ready.`` when its main process is; the tagging worker's children
+        log ``worker process ready`` once their model is loaded, which is when work can start."""
+        if "ready." not in log:
+            return False
+        return self.app != "workers.app" or log.count("worker process ready") >= self.concurrency
 
     def kill(self) -> None:
         """SIGKILL the worker and the children it forked, as a crash or OOM kill would."""

@@ -118,8 +118,8 @@ class SubmittedJob(Protocol):
 
 
 class Submitter(Protocol):
-    """What the listeners need of :class:`tagger.client.TaggerClient`; a protocol so they do not
-    import the client (the two sit side by side in the layer contract) and tests can pass a
+    """What the listeners need of :class:`tagger.client.TaggerClient`: a protocol, so they
+    depend on one method rather than on the broker and store behind it, and a test can pass a
     recording fake."""
 
     def submit(self, refs: Iterable[str | PhotoRef]) -> SubmittedJob: ...

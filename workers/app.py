@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
 from tagger.config import Settings
+from tagger.logs import configure_json_logging
 from tagger.queueing import make_celery
 from workers.beat import beat_schedule
 from workers.resources import ResourceHolder
@@ -30,6 +31,12 @@ def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder
 
 
 app, resources = create_app()
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
+    """Connecting this signal replaces Celery's own log setup with one JSON line per event."""
+    configure_json_logging(loglevel or "INFO")
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

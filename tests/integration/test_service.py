@@ -166,8 +166,11 @@ def test_an_s3_outage_is_retried_until_everything_is_tagged(
     with TaggerClient(settings) as client:
         server.pause()  # type: ignore[attr-defined]
         job = client.submit(refs, batch_size=8)
-        time.sleep(3)
+        deadline = time.monotonic() + 120
+        while "Retry in" not in worker.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Retry in" in worker.log_path.read_text(), "the worker never saw the outage"
+        assert job.status().done == 0
         server.resume()  # type: ignore[attr-defined]
         counts = job.wait(timeout=180)
         assert (counts.done, counts.failed) == (48, 0)
-    assert "Retry in" in worker.log_path.read_text(), "the outage was never seen by the worker"
