@@ -322,7 +322,11 @@ def hold_lock(settings: Settings, target: Target) -> Iterator[Lease]:
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
         lease = Lease(client, target.lock_name, settings.backfill.lock_timeout)
-        if not lease.acquire():
+        try:
+            acquired = lease.acquire()
+        except RedisError as exc:
+            raise BackfillError(f"cannot take the backfill lock: Redis {exc}") from exc
+        if not acquired:
             raise LockHeld(target)
         with lease:
             yield lease

@@ -200,7 +200,8 @@ class WebhookListener:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
-            log.info("submitted job=%s refs=%d", job.id, len(refs))
+            fields = {"job_id": job.id, "refs": len(refs)}
+            log.info("submitted job_id=%s refs=%d", job.id, len(refs), extra=fields)
             return
 
 

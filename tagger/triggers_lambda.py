@@ -44,7 +44,7 @@ def lambda_handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
         "duplicates": batch.duplicates,
         "malformed": malformed,
     }
-    log.info("lambda notification handled %s", summary)
+    log.info("lambda notification handled %s", summary, extra=summary)
     return summary
 
 

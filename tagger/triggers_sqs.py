@@ -136,7 +136,9 @@ class SqsListener:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             else:
                 backoff = 1.0
-        log.info("sqs listener stopped %s", _fields(totals, exclude={"job_id", "failed"}))
+        per_poll = {"job_id", "failed"}
+        fields = totals.model_dump(exclude=per_poll)
+        log.info("sqs listener stopped %s", _fields(totals, per_poll), extra=fields)
         return totals
 
     def poll_once(self) -> PollStats:
@@ -157,7 +159,7 @@ class SqsListener:
             done = self._handle(messages, stats)
         stats.deleted = self._delete(done)
         if stats.submitted or stats.malformed or stats.kept:
-            log.info("sqs poll %s", _fields(stats))
+            log.info("sqs poll %s", _fields(stats), extra=stats.model_dump())
         return stats
 
     def _handle(self, messages: Sequence[MessageTypeDef], stats: PollStats) -> list[MessageTypeDef]:

@@ -2,7 +2,7 @@
 
 Both stop cleanly on SIGTERM or SIGINT and exit 0: the SQS listener finishes the poll in hand
 (its submit and its deletes), the webhook stops accepting and submits what it had accepted.
-Each logs one line per event to stderr.
+Each logs one JSON line per event to stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.console import Console
 
 from tagger.client import TaggerClient
 from tagger.config import Settings
+from tagger.logs import configure_json_logging
 from tagger.triggers_http import WebhookListener
 from tagger.triggers_sqs import SqsListener
 
@@ -28,12 +29,6 @@ listen_app = typer.Typer(
     help="Listen for bucket notifications (SQS or webhook) and submit the new photos.",
     no_args_is_help=True,
 )
-
-
-def _log_to_stderr() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
-    )
 
 
 def _stop_on_signals() -> threading.Event:
@@ -60,7 +55,7 @@ def sqs(
     ] = None,
 ) -> None:
     """Long-poll an SQS queue of S3 notifications; delete each message once it is submitted."""
-    _log_to_stderr()
+    configure_json_logging()
     settings = Settings()
     if wait is not None:
         settings.triggers.sqs_wait_seconds = wait
@@ -86,7 +81,7 @@ def http(
     ] = None,
 ) -> None:
     """Serve POST /events for webhook notifications (MinIO, SNS), with a bearer token."""
-    _log_to_stderr()
+    configure_json_logging()
     settings = Settings()
     err = Console(stderr=True)
     token = settings.listener_token

@@ -30,6 +30,8 @@ from PIL import Image
 from tagger.backfill import (
     BackfillOptions,
     BackfillSummary,
+    LockHeld,
+    LockLost,
     Target,
     current_model_version,
     hold_lock,
@@ -314,3 +316,29 @@ def test_the_nightly_task_backfills_under_the_same_lock(
     result = task(target=target.uri)
     assert (result["submitted"], result["completed"]) == (40, True)
     assert sorted(queued_refs(settings)) == sorted(refs)
+
+
+def test_the_lock_is_renewed_while_held_and_lost_when_taken_away(settings: Settings) -> None:
+    short = settings.model_copy(
+        update={"backfill": settings.backfill.model_copy(update={"lock_timeout": 1.0})}
+    )
+    target = Target.parse("s3://lock-test/p/")
+    client = redis.Redis.from_url(short.worker.broker_url)
+    try:
+        with hold_lock(short, target) as lease:
+            time.sleep(2.5)  # longer than the timeout: only renewal keeps the lock
+            lease.check()
+            with pytest.raises(LockHeld), hold_lock(short, target):
+                pass
+            client.delete(target.lock_name)  # as if it had expired and another run took it
+            client.set(target.lock_name, "someone-else")
+            time.sleep(1.0)
+            with pytest.raises(LockLost):
+                lease.check()
+        assert client.get(target.lock_name) == b"someone-else"  # not released by the loser
+        client.delete(target.lock_name)
+        with hold_lock(short, target):
+            assert client.exists(target.lock_name)
+        assert not client.exists(target.lock_name)
+    finally:
+        client.close()

@@ -174,3 +174,40 @@ def test_an_s3_outage_is_retried_until_everything_is_tagged(
         server.resume()  # type: ignore[attr-defined]
         counts = job.wait(timeout=180)
         assert (counts.done, counts.failed) == (48, 0)
+
+
+def test_results_are_written_back_to_s3_when_enabled(
+    service_settings: Settings,
+    moto_s3: object,
+    start_worker: Callable[..., CeleryWorker],
+    sample_photos: dict[str, bytes],
+) -> None:
+    import json
+
+    s3 = moto_s3
+    s3.create_bucket(Bucket="wb-photos")  # type: ignore[attr-defined]
+    s3.create_bucket(Bucket="wb-results")  # type: ignore[attr-defined]
+    s3.put_object(  # type: ignore[attr-defined]
+        Bucket="wb-photos",
+        Key="2026/chelsea.jpg",
+        Body=sample_photos["chelsea"],
+        Tagging="owner=alice",
+    )
+    settings = service_settings.model_copy(
+        update={
+            "s3": service_settings.s3.model_copy(
+                update={"results_prefix": "s3://wb-results/tags", "write_object_tags": True}
+            )
+        }
+    )
+    start_worker(settings)
+    with TaggerClient(settings) as client:
+        assert client.submit(["s3://wb-photos/2026/chelsea.jpg"]).wait(timeout=120).done == 1
+    sidecar = s3.get_object(Bucket="wb-results", Key="tags/wb-photos/2026/chelsea.jpg.json")  # type: ignore[attr-defined]
+    body = json.loads(sidecar["Body"].read())
+    assert body["ref"] == "s3://wb-photos/2026/chelsea.jpg" and body["tags"][0]["name"] == "cat"
+    tags = s3.get_object_tagging(Bucket="wb-photos", Key="2026/chelsea.jpg")["TagSet"]  # type: ignore[attr-defined]
+    as_dict = {tag["Key"]: tag["Value"] for tag in tags}
+    assert as_dict["owner"] == "alice", "the owner's own tag must survive"
+    assert "tagger:cat" in as_dict and "tagger:animal" in as_dict
+    assert len(tags) <= 10
