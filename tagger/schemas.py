@@ -39,7 +39,8 @@ class PhotoRef(BaseModel):
         parts = urlsplit(value)
         scheme = parts.scheme.lower()
         if scheme == "s3":
-            if not parts.netloc or not parts.path.lstrip("/"):
+            bucket, _, key = value[len("s3://") :].partition("/")
+            if not bucket or not key:
                 raise ValueError(f"S3 reference needs a bucket and a key: {value!r}")
             return value
         if scheme in ("http", "https"):
@@ -63,9 +64,10 @@ class PhotoRef(BaseModel):
 
     @property
     def bucket_key(self) -> tuple[str, str]:
-        """Bucket and key of an ``s3://`` reference."""
-        parts = urlsplit(self.uri)
-        return parts.netloc, parts.path.lstrip("/")
+        """Bucket and key of an ``s3://`` reference, split by hand: a key may hold ``?`` or
+        ``#``, which a URL parser would take for a query or fragment."""
+        bucket, _, key = self.uri[len("s3://") :].partition("/")
+        return bucket, key
 
     def __str__(self) -> str:
         return self.uri
@@ -156,4 +158,4 @@ class PreprocessSpec(BaseModel):
     @property
     def resize_to(self) -> int:
         """Shorter side after resizing, before the centre crop."""
-        return int(round(self.size / self.crop_fraction))
+        return round(self.size / self.crop_fraction)

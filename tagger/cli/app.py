@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tagger.cli import bench, local, model, service
+from tagger.cli import bench, listen, local, model, service
 
 app = typer.Typer(
     help="Tag photos by what they show, not by their hashtags.",
@@ -14,4 +14,5 @@ app = typer.Typer(
 local.register(app)
 service.register(app)
 bench.register(app)
+listen.register(app)
 app.add_typer(model.app, name="model", help="Build and inspect the ONNX model artifact.")

@@ -96,6 +96,8 @@ class _StateDictUnpickler(pickle.Unpickler):
         raise ModelError(f"refusing to load {module}.{name} from a weights file")
 
     def persistent_load(self, pid: Any) -> _Storage:
+        if not isinstance(pid, tuple) or len(pid) < 5:
+            raise ModelError("not a PyTorch storage reference")
         kind, storage_type, key, _location, numel = pid[:5]
         if kind != "storage" or not isinstance(storage_type, _StorageType):
             raise ModelError(f"unexpected persistent id {kind!r} in weights file")
@@ -110,6 +112,15 @@ def _plain_load(file: IO[bytes]) -> Any:
 
 def load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     """Parameters by name, as float32/int64 numpy arrays in PyTorch's layout."""
+    try:
+        return _load_state_dict(path)
+    except ModelError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error) as exc:
+        raise ModelError(f"{path.name} is not a legacy PyTorch weights file: {exc}") from exc
+
+
+def _load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     with path.open("rb") as file:
         if _plain_load(file) != _LEGACY_MAGIC:
             raise ModelError(f"{path.name} is not a legacy PyTorch weights file")

@@ -63,7 +63,7 @@ def test_the_weights_reader_refuses_foreign_code(tmp_path: Path) -> None:
         pickle.dump(part, buffer, protocol=2)
     pickle.dump({"x": Evil()}, buffer, protocol=2)
     path.write_bytes(buffer.getvalue())
-    with pytest.raises(ModelError, match=r"refusing to load builtins\.print"):
+    with pytest.raises(ModelError, match=r"refusing to load \S*\.print"):
         load_state_dict(path)
 
 
@@ -72,5 +72,5 @@ def test_the_weights_reader_refuses_other_files(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, "PNG")
     path.write_bytes(buffer.getvalue())
-    with pytest.raises((ModelError, pickle.UnpicklingError)):
+    with pytest.raises(ModelError):
         load_state_dict(path)
