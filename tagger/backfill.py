@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
-import boto3
 import redis
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
@@ -44,7 +42,7 @@ from tagger.errors import TaggerError
 from tagger.localfiles import is_image_name
 from tagger.model.registry import artifact_dir, load_artifact
 from tagger.schemas import PhotoRef, Status
-from tagger.sources import _clean_etag  # the one ETag spelling the workers store
+from tagger.sources import clean_etag, make_s3_client
 from tagger.store import PhotoState, TagStore
 
 if TYPE_CHECKING:
@@ -235,19 +233,8 @@ def current_model_version(settings: Settings) -> str:
 
 
 def listing_client(settings: Settings) -> S3Client:
-    """A boto3 S3 client with the same options as the workers' fetcher (timeouts, retries,
-    addressing style, endpoint), so a backfill lists the buckets the workers read."""
-    fetch, s3 = settings.fetch, settings.s3
-    config = Config(
-        connect_timeout=fetch.connect_timeout,
-        read_timeout=fetch.read_timeout,
-        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
-        s3={"addressing_style": s3.addressing_style},
-        max_pool_connections=max(10, fetch.io_threads),
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=config
-    )
+    """The workers' S3 client configuration, so a backfill lists the buckets they read."""
+    return make_s3_client(settings)
 
 
 class Lease:
@@ -441,7 +428,7 @@ class Backfill:
                 log.warning("key makes no valid photo reference", extra={"key": key})
                 continue
             etag = obj.get("ETag")
-            listed.append(_Listed(key, ref, _clean_etag(etag if isinstance(etag, str) else None)))
+            listed.append(_Listed(key, ref, clean_etag(etag if isinstance(etag, str) else None)))
         known = self.store.known([item.ref for item in listed]) if listed else {}
         errors = self._failure_codes(known)
         chunk: list[_Listed] = []

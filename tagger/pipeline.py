@@ -134,6 +134,7 @@ class Pipeline:
 
     def _load(self, raw: PhotoRef | str, known: Mapping[str, PhotoState]) -> Loaded:
         ref_text = str(raw)
+        etag: str | None = None
         try:
             ref = PhotoRef.parse(raw)
             ref_text = ref.uri
@@ -151,13 +152,12 @@ class Pipeline:
             spec = self.runtime.artifact.manifest.preprocess
             tensor, decoded = load_tensor(fetched.data, self.settings.image, spec)
             return Loaded(ref_text, tensor, etag, decoded.width, decoded.height)
-        except TaggerError as exc:
-            return Loaded(ref_text, result=self._failed(ref_text, exc))
-        except ValueError as exc:  # an invalid reference
-            return Loaded(ref_text, result=self._failed(ref_text, exc))
+        except (TaggerError, ValueError) as exc:  # ValueError: an invalid reference
+            # the ETag of a photo that failed to decode is kept, so a replaced photo is retried
+            return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
         except Exception as exc:  # a bug must not lose the rest of the batch
             log.exception("unexpected error loading %s", ref_text)
-            return Loaded(ref_text, result=self._failed(ref_text, exc))
+            return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
 
     def _infer(self, futures: Sequence[Future[Loaded]]) -> list[TagResult]:
         loaded = [future.result() for future in futures]
@@ -202,7 +202,7 @@ class Pipeline:
             etag=previous.etag,
         )
 
-    def _failed(self, ref: str, exc: Exception) -> TagResult:
+    def _failed(self, ref: str, exc: Exception, etag: str | None = None) -> TagResult:
         if isinstance(exc, TaggerError):
             reason, code, transient = exc.reason, exc.code, not exc.permanent
         elif isinstance(exc, ValueError):
@@ -216,6 +216,7 @@ class Pipeline:
             error=code,
             transient=transient,
             model_version=self.model_version,
+            etag=etag,
         )
 
 

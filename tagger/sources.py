@@ -158,7 +158,7 @@ def _is_public(ip: IPv4Address | IPv6Address) -> bool:
     )
 
 
-def _clean_etag(value: str | None) -> str | None:
+def clean_etag(value: str | None) -> str | None:
     """``"abc"`` → ``abc`` and ``W/"abc"`` → ``W/abc``: the same object always gives the same
     string, which is what the idempotency key needs."""
     if not value:
@@ -181,6 +181,23 @@ def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
         return "timed out"
     return type(exc).__name__
+
+
+def make_s3_client(settings: Settings) -> S3Client:
+    """The boto3 S3 client every part of tagger uses (fetcher, backfill listing, write-back):
+    timeouts, retries, addressing style and endpoint from Settings, so they all reach the
+    same buckets the same way. Credentials come from boto3's default chain."""
+    fetch, s3 = settings.fetch, settings.s3
+    config = Config(
+        connect_timeout=fetch.connect_timeout,
+        read_timeout=fetch.read_timeout,
+        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+        s3={"addressing_style": s3.addressing_style},
+        max_pool_connections=max(10, fetch.io_threads),
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=config
+    )
 
 
 class Fetcher:
@@ -225,7 +242,7 @@ class Fetcher:
             raise _s3_error(str(ref), exc) from exc
         except Exception as exc:  # typed errors only, as for fetch
             raise FetchFailed(f"{ref}: unexpected {type(exc).__name__}") from exc
-        return _clean_etag(response.get("ETag"))
+        return clean_etag(response.get("ETag"))
 
     def close(self) -> None:
         self._http.clear()
@@ -251,18 +268,7 @@ class Fetcher:
         configuration. Creating clients is not thread-safe in boto3; using one is."""
         with self._s3_lock:
             if self._s3 is None:
-                fetch, s3 = self._settings.fetch, self._settings.s3
-                config = Config(
-                    connect_timeout=fetch.connect_timeout,
-                    read_timeout=fetch.read_timeout,
-                    retries={"max_attempts": s3.max_attempts, "mode": "standard"},
-                    s3={"addressing_style": s3.addressing_style},
-                    max_pool_connections=max(10, fetch.io_threads),
-                )
-                session = boto3.session.Session()
-                self._s3 = session.client(
-                    "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=config
-                )
+                self._s3 = make_s3_client(self._settings)
             return self._s3
 
     # -- S3 -----------------------------------------------------------------------------------
@@ -290,7 +296,7 @@ class Fetcher:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise _s3_error(shown, exc) from exc
-        return Fetched(ref=ref.uri, data=bytes(data), etag=_clean_etag(response.get("ETag")))
+        return Fetched(ref=ref.uri, data=bytes(data), etag=clean_etag(response.get("ETag")))
 
     # -- files --------------------------------------------------------------------------------
 
@@ -344,7 +350,7 @@ class Fetcher:
                 data = self._read(response, where, deadline)
                 complete = True
                 return Fetched(
-                    ref=ref.uri, data=data, etag=_clean_etag(response.headers.get("ETag"))
+                    ref=ref.uri, data=data, etag=clean_etag(response.headers.get("ETag"))
                 )
             finally:
                 if not complete:

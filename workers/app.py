@@ -14,6 +14,7 @@ from celery.signals import setup_logging, worker_process_init, worker_process_sh
 from tagger.config import Settings
 from tagger.logs import configure_json_logging
 from tagger.queueing import make_celery
+from workers.backfill_task import register_backfill_task
 from workers.beat import beat_schedule
 from workers.resources import ResourceHolder
 from workers.tasks import register_tasks
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder
         app.conf.worker_concurrency = settings.worker.concurrency
     holder = ResourceHolder(settings)
     register_tasks(app, holder)
+    register_backfill_task(app, settings)
     return app, holder
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tagger.cli import bench, listen, local, model, service
+from tagger.cli import backfill, bench, listen, local, model, service
 
 app = typer.Typer(
     help="Tag photos by what they show, not by their hashtags.",
@@ -15,4 +15,5 @@ local.register(app)
 service.register(app)
 bench.register(app)
 listen.register(app)
+backfill.register(app)
 app.add_typer(model.app, name="model", help="Build and inspect the ONNX model artifact.")

@@ -20,8 +20,8 @@ from rich.console import Console
 from tagger.client import TaggerClient
 from tagger.config import Settings
 from tagger.logs import configure_json_logging
-from tagger.triggers_http import WebhookListener
-from tagger.triggers_sqs import SqsListener
+from tagger.triggers.sqs import SqsListener
+from tagger.triggers.webhook import WebhookListener
 
 log = logging.getLogger("tagger.cli.listen")  # by name: also right when run with -m
 

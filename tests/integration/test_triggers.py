@@ -29,10 +29,10 @@ from pydantic import SecretStr
 from tagger.client import TaggerClient
 from tagger.config import Settings, TriggerSettings
 from tagger.schemas import PhotoRef, Status
-from tagger.triggers import SubscriptionConfirmation
-from tagger.triggers_lambda import lambda_handler
-from tagger.triggers_sns import ConfirmationFailed, SubscriptionConfirmer
-from tagger.triggers_sqs import SqsListener
+from tagger.triggers.aws_lambda import lambda_handler
+from tagger.triggers.parser import SubscriptionConfirmation
+from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
+from tagger.triggers.sqs import SqsListener
 from tests.integration.services import CeleryWorker, free_port, settings_env
 
 if TYPE_CHECKING:

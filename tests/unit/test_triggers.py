@@ -20,11 +20,11 @@ from pydantic import SecretStr
 
 from tagger.config import Settings, TriggerSettings
 from tagger.schemas import PhotoRef
-from tagger.triggers import EventBatch, MalformedEvent, parse_notification
-from tagger.triggers_http import WebhookListener
-from tagger.triggers_lambda import collect
-from tagger.triggers_sns import ConfirmationFailed, SubscriptionConfirmer
-from tagger.triggers_sqs import SqsListener
+from tagger.triggers.aws_lambda import collect
+from tagger.triggers.parser import EventBatch, MalformedEvent, parse_notification
+from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
+from tagger.triggers.sqs import SqsListener
+from tagger.triggers.webhook import WebhookListener
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:photo-uploads"
 DEFAULTS = TriggerSettings()
@@ -279,10 +279,13 @@ def test_duplicate_records_are_dropped() -> None:
     assert merged.refs() == ["s3://photos/m.jpg"] and merged.duplicates == 2
 
 
-def test_keys_that_would_name_another_object_are_skipped() -> None:
+def test_keys_with_query_and_fragment_characters_name_the_right_object() -> None:
     batch = parse_notification(s3_event(s3_record("what%3F.jpg"), s3_record("a%23b.jpg")), DEFAULTS)
-    assert batch.refs() == []
-    assert all("cannot be written" in reason for reason in batch.skipped)
+    assert batch.refs() == ["s3://photos/what?.jpg", "s3://photos/a#b.jpg"]
+    assert [PhotoRef(uri=ref).bucket_key for ref in batch.refs()] == [
+        ("photos", "what?.jpg"),
+        ("photos", "a#b.jpg"),
+    ]
 
 
 @pytest.mark.parametrize(

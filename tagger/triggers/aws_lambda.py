@@ -1,4 +1,4 @@
-"""The AWS Lambda entry point, ``tagger.triggers_lambda.lambda_handler``, for a function that S3
+"""The AWS Lambda entry point, ``tagger.triggers.lambda_handler``, for a function that S3
 invokes directly, or that reads the notifications from SQS or SNS.
 
 It lives apart from :mod:`tagger.triggers` because it builds a :class:`TaggerClient`, and the
@@ -20,7 +20,7 @@ from typing import Any
 
 from tagger.client import TaggerClient
 from tagger.config import Settings, TriggerSettings
-from tagger.triggers import EventBatch, MalformedEvent, parse_notification
+from tagger.triggers.parser import EventBatch, MalformedEvent, parse_notification
 
 log = logging.getLogger(__name__)
 

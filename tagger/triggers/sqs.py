@@ -36,8 +36,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from tagger.config import Settings
-from tagger.triggers import EventBatch, MalformedEvent, Submitter, parse_notification
-from tagger.triggers_sns import ConfirmationFailed, SubscriptionConfirmer
+from tagger.triggers.parser import EventBatch, MalformedEvent, Submitter, parse_notification
+from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

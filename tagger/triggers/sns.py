@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tagger.config import Settings
-from tagger.triggers import SubscriptionConfirmation
+from tagger.triggers.parser import SubscriptionConfirmation
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient

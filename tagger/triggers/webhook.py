@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tagger.config import Settings
-from tagger.triggers import EventBatch, MalformedEvent, Submitter, parse_notification
-from tagger.triggers_sns import ConfirmationFailed, SubscriptionConfirmer
+from tagger.triggers.parser import EventBatch, MalformedEvent, Submitter, parse_notification
+from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
 
 log = logging.getLogger(__name__)
 
