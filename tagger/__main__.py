@@ -1,0 +1,5 @@
+"""``python -m tagger`` is the ``tagger`` command."""
+
+from tagger.cli import main
+
+main()
