@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ BUCKET = "bench-photos"
 
 class BenchReport(BaseModel):
     photos: int
+    repeat: int
     batch_size: int
     worker_processes: int
     threads_per_process: int
@@ -77,6 +79,7 @@ class Bench:
     workdir: Path
     say: Callable[[str], None]
     naive_photos: int
+    repeat: int = 3
     cpu: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -94,12 +97,15 @@ class Bench:
         size = self.settings.batch_size
         batches = [np.stack(tensors[i : i + size]) for i in range(0, self.n, size)]
         runtime.predict(batches[0])  # warm-up
-        cpu, wall = time.process_time(), time.perf_counter()
-        for batch in batches:
-            runtime.predict(batch)
-        wall = time.perf_counter() - wall
-        self.cpu["inference"] = (time.process_time() - cpu) * 1000 / self.n
-        return self.n / wall
+        rates, cpus = [], []
+        for _ in range(self.repeat):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for batch in batches:
+                runtime.predict(batch)
+            rates.append(self.n / (time.perf_counter() - wall))
+            cpus.append((time.process_time() - cpu) * 1000 / self.n)
+        self.cpu["inference"] = statistics.median(cpus)
+        return statistics.median(rates)
 
     # 2 -------------------------------------------------------------------------------------
     def compute_limit(self) -> float:
@@ -111,23 +117,29 @@ class Bench:
         runtime = ModelRuntime(artifact, intra_op_threads=os.cpu_count() or 1)
         with Pipeline(settings, runtime, Vocabulary.load(), MemoryFetcher(settings, photos)) as p:
             p.tag_batch(list(photos)[: self.settings.batch_size])  # warm-up
-            wall = time.perf_counter()
-            count = sum(len(batch) for batch in p.tag_stream(list(photos)))
-            wall = time.perf_counter() - wall
-        return count / wall
+            rates = []
+            for _ in range(self.repeat):
+                wall = time.perf_counter()
+                count = sum(len(batch) for batch in p.tag_stream(list(photos)))
+                rates.append(count / (time.perf_counter() - wall))
+        return statistics.median(rates)
 
     # 3 and 4 -------------------------------------------------------------------------------
     def service(self, settings: Settings, refs: list[str], label: str) -> float:
+        """Median of ``repeat`` runs; runs after the first re-tag (``force``), since the
+        workers would otherwise skip photos they already tagged."""
+        rates, cpus = [], []
         with TaggerClient(settings) as client:
-            cpu, wall = time.process_time(), time.perf_counter()
-            job = client.submit(refs)
-            submit_cpu = time.process_time() - cpu
-            counts = job.wait(timeout=3600, poll=0.05)
-            wall = time.perf_counter() - wall
-        if counts.failed:
-            raise RuntimeError(f"{label}: {counts.failed} photos failed: {counts}")
-        self.cpu[f"queue (client submit, {label})"] = submit_cpu * 1000 / len(refs)
-        return len(refs) / wall
+            for attempt in range(self.repeat):
+                cpu, wall = time.process_time(), time.perf_counter()
+                job = client.submit(refs, force=attempt > 0)
+                cpus.append((time.process_time() - cpu) * 1000 / len(refs))
+                counts = job.wait(timeout=3600, poll=0.05)
+                rates.append(len(refs) / (time.perf_counter() - wall))
+                if counts.failed or counts.done != len(refs):
+                    raise RuntimeError(f"{label}: not every photo was tagged: {counts}")
+        self.cpu[f"queue (client submit, {label})"] = statistics.median(cpus)
+        return statistics.median(rates)
 
     # 5 -------------------------------------------------------------------------------------
     def naive(self, settings: Settings, keys: list[str], log: Path) -> float:
@@ -206,6 +218,7 @@ def run_bench(
     *,
     copies: int = 2,
     naive_photos: int | None = None,
+    repeat: int = 3,
     say: Callable[[str], None] = print,
 ) -> BenchReport:
     workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
@@ -237,10 +250,16 @@ def run_bench(
             }
         )
         bench = Bench(
-            settings, photos, workdir, say, len(photos) if naive_photos is None else naive_photos
+            settings,
+            photos,
+            workdir,
+            say,
+            len(photos) if naive_photos is None else naive_photos,
+            repeat,
         )
         say(
-            f"{len(photos)} photos, batch {settings.batch_size}, {processes} worker processes "
+            f"{len(photos)} photos, median of {repeat} runs, batch {settings.batch_size}, "
+            f"{settings.worker.batch_size} per task, {processes} worker processes "
             f"x {threads} threads on {cores} cores"
         )
 
@@ -271,7 +290,7 @@ def run_bench(
         cpu_before = _process_cpu([worker.process.pid])
         local_rate = bench.service(settings, local_refs, "local")
         worker_cpu = _process_cpu([worker.process.pid]) - cpu_before
-        bench.cpu["worker process total (local files)"] = worker_cpu * 1000 / len(photos)
+        bench.cpu["worker process total (local files)"] = worker_cpu * 1000 / (len(photos) * repeat)
         say(f"3. service, local files   {local_rate:8.1f} images/s")
         s3_refs = [f"s3://{BUCKET}/{key}" for key in keys]
         s3_rate = bench.service(settings, s3_refs, "s3")
@@ -289,6 +308,7 @@ def run_bench(
             )
         report = BenchReport(
             photos=len(photos),
+            repeat=repeat,
             batch_size=settings.batch_size,
             worker_processes=processes,
             threads_per_process=threads,

@@ -21,11 +21,14 @@ def bench(
     naive_photos: Annotated[
         int | None, typer.Option(help="photos for the naive peer (default: all; 0 skips it)")
     ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="runs per figure; the median is shown")] = 3,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
     err = Console(stderr=True)
-    report = run_bench(Settings(), photos, copies=copies, naive_photos=naive_photos, say=err.print)
+    report = run_bench(
+        Settings(), photos, copies=copies, naive_photos=naive_photos, repeat=repeat, say=err.print
+    )
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
 
