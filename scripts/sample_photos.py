@@ -14,9 +14,8 @@ PHOTOS = (
     "coffee",
     "astronaut",
     "rocket",
-    "cat",
+    "camera",
     "hubble_deep_field",
-    "immunohistochemistry",
 )
 
 
