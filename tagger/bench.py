@@ -337,3 +337,104 @@ def run_bench(
         for server in reversed(servers):
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class BackfillBenchReport(BaseModel):
+    objects: int
+    already_tagged: int
+    submitted: int
+    seconds: float
+    rate: float
+
+
+def run_backfill_bench(
+    base: Settings,
+    *,
+    objects: int = 5000,
+    already_tagged: float = 0.3,
+    say: Callable[[str], None] = print,
+) -> BackfillBenchReport:
+    """Listing + store check + submit rate of ``tagger backfill`` against a moto S3 server,
+    a private Redis and the configured store (SQLite by default), with no worker draining the
+    queue, so the figure is the backfill's own."""
+    import io
+
+    from PIL import Image
+
+    from tagger.backfill import BackfillOptions, Target, run_backfill
+    from tagger.schemas import Status, TagResult
+
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-backfill-"))
+    servers: list[Any] = []
+    try:
+        redis_server = RedisServer(workdir)
+        servers.append(redis_server)
+        broker = redis_server.start()
+        moto = MotoServer(workdir)
+        servers.append(moto)
+        endpoint = moto.start()
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        settings = base.model_copy(
+            update={
+                "data_dir": workdir,
+                "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
+                "s3": S3Settings(
+                    endpoint_url=endpoint, region="us-east-1", addressing_style="path"
+                ),
+                "worker": base.worker.model_copy(
+                    update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
+                ),
+                "backfill": base.backfill.model_copy(update={"max_queue_depth": 10**9}),
+            }
+        )
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 120, 40)).save(buffer, "JPEG")
+        body = buffer.getvalue()
+        keys = [f"photos/{i:07d}.jpg" for i in range(objects)]
+        say(f"uploading {objects} objects to the moto server …")
+        with ThreadPoolExecutor(16) as pool:
+            etags = list(
+                pool.map(lambda key: s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"], keys)
+            )
+        version = ensure_artifact(settings).version
+        done = int(objects * already_tagged)
+        with SqlTagStore(settings.store_url) as store:
+            store.save(
+                [
+                    TagResult(
+                        ref=f"s3://{BUCKET}/{key}",
+                        status=Status.TAGGED,
+                        etag=etag.strip('"'),
+                        model_version=version,
+                    )
+                    for key, etag in zip(keys[:done], etags[:done], strict=True)
+                ]
+            )
+            with TaggerClient(settings) as client:
+                summary = run_backfill(
+                    settings,
+                    Target.parse(f"s3://{BUCKET}/photos/"),
+                    store,
+                    client,
+                    BackfillOptions(),
+                    model_version=version,
+                )
+        report = BackfillBenchReport(
+            objects=objects,
+            already_tagged=done,
+            submitted=summary.submitted,
+            seconds=summary.seconds,
+            rate=summary.rate,
+        )
+        say(
+            f"backfill: {objects} listed, {done} already tagged, {summary.submitted} submitted "
+            f"in {summary.seconds:.1f} s = {summary.rate:.0f} photos/s (list + check + submit)"
+        )
+        return report
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

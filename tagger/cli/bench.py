@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tagger.bench import run_bench
+from tagger.bench import run_backfill_bench, run_bench
 from tagger.config import Settings
 
 
@@ -33,5 +33,20 @@ def bench(
         typer.echo(report.model_dump_json(indent=2))
 
 
+def bench_backfill(
+    objects: Annotated[int, typer.Option(min=1, help="tiny photos put in the S3 bucket")] = 5000,
+    already_tagged: Annotated[float, typer.Option(min=0, max=1)] = 0.3,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Listing + check + submit rate of the backfill against a local moto S3 server."""
+    err = Console(stderr=True)
+    report = run_backfill_bench(
+        Settings(), objects=objects, already_tagged=already_tagged, say=err.print
+    )
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
+    app.command("bench-backfill")(bench_backfill)
