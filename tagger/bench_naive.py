@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Celery:
     def _load(**_: Any) -> None:
         process()
 
-    @app.task(name=NAIVE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=NAIVE_TASK, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def naive_tag(bucket: str, key: str) -> list[int]:
         proc = process()
         data = proc.s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 def register_backfill_task(app: Celery, settings: Settings) -> None:
     @app.task(  # type: ignore[untyped-decorator]
-        name=BACKFILL_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+        name=BACKFILL_TASK,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        shared=False,
     )
     def backfill(
         target: str, retag_outdated: bool = False, retry_failed: bool = False

@@ -12,6 +12,8 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.utils.time import get_exponential_backoff_interval
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tagger.queueing import TAG_TASK, TagBatchRequest
 from tagger.schemas import Status, TagResult
@@ -27,11 +29,18 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TAG_TASK,
+        shared=False,  # bound to this app's resources, not to every Celery app
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
         max_retries=settings.retry_max,
         ignore_result=True,
+        # The store or broker briefly unreachable: the whole batch is retried later rather
+        # than acked as failed, so no photo is lost to a database restart.
+        autoretry_for=(OperationalError, InterfaceError, RedisConnectionError),
+        retry_backoff=True,
+        retry_backoff_max=int(settings.retry_backoff_max),
+        retry_jitter=True,
     )
     def tag_batch(self: Task, job_id: str, refs: list[str], force: bool = False) -> dict[str, int]:
         request = TagBatchRequest(job_id=job_id, refs=refs, force=force)
