@@ -204,8 +204,19 @@ class CeleryWorker:
             "PYTHONUNBUFFERED": "1",
         }
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
+        common = [
+            "-c",
+            str(self.concurrency),
+            "-n",
+            f"{self.name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        if self.app == "workers.app":  # through `tagger worker`, as an operator starts one
+            argv = [sys.executable, "-m", "tagger", "worker", "--loglevel", "INFO", *common]
+        else:
+            argv = [
                 sys.executable,
                 "-m",
                 "celery",
@@ -215,14 +226,10 @@ class CeleryWorker:
                 "--loglevel=INFO",
                 "-Q",
                 self.queue,
-                "-c",
-                str(self.concurrency),
-                "-n",
-                f"{self.name}-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+                *common,
+            ]
+        self.process = subprocess.Popen(
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

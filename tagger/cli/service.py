@@ -24,6 +24,9 @@ def worker(
 ) -> None:
     """Start a Celery worker for the tagging queue; extra flags go to ``celery worker``."""
     settings = Settings()
+    queues = [settings.worker.queue]
+    if settings.backfill.queue and settings.backfill.queue not in queues:
+        queues.append(settings.backfill.queue)
     argv = [
         sys.executable,
         "-m",
@@ -33,7 +36,7 @@ def worker(
         "worker",
         f"--loglevel={loglevel}",
         "-Q",
-        settings.worker.queue,
+        ",".join(queues),
         "-c",
         str(concurrency or settings.worker.concurrency or os.cpu_count() or 1),
         *ctx.args,
