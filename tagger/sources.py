@@ -30,7 +30,7 @@ import threading
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -61,13 +61,15 @@ if TYPE_CHECKING:
 
 _CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_HEADERS = {
-    "User-Agent": "tagger (image auto-tagging)",
-    "Accept": "image/*, */*;q=0.5",
-    # Compressed bodies would be inflated past the byte count the server announced.
-    "Accept-Encoding": "identity",
-}
+_DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443})
+_HEADERS = MappingProxyType(
+    {
+        "User-Agent": "tagger (image auto-tagging)",
+        "Accept": "image/*, */*;q=0.5",
+        # Compressed bodies would be inflated past the byte count the server announced.
+        "Accept-Encoding": "identity",
+    }
+)
 
 # Named explicitly although the general rules below already cover them, so a change in those
 # rules (or in Python's address tables) can never quietly open the metadata services.

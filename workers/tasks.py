@@ -8,6 +8,7 @@ version) before any work, and results are saved per inference batch, so a redeli
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 from typing import Any
 
 from celery import Celery, Task
@@ -21,7 +22,9 @@ from workers.resources import ResourceHolder
 
 log = logging.getLogger(__name__)
 
-_JOB_STATE = {Status.TAGGED: "done", Status.FAILED: "failed", Status.SKIPPED: "skipped"}
+_JOB_STATE = MappingProxyType(
+    {Status.TAGGED: "done", Status.FAILED: "failed", Status.SKIPPED: "skipped"}
+)
 
 
 def register_tasks(app: Celery, holder: ResourceHolder) -> None:

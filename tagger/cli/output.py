@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from types import MappingProxyType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,7 +12,9 @@ from rich.table import Table
 
 from tagger.schemas import Status, TagResult
 
-_STATUS_STYLE = {Status.TAGGED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
+_STATUS_STYLE = MappingProxyType(
+    {Status.TAGGED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
+)
 
 
 def results_table(results: Iterable[TagResult]) -> Table:

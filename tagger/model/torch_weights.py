@@ -12,8 +12,10 @@ from __future__ import annotations
 import pickle
 import struct
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 import numpy as np
@@ -22,17 +24,19 @@ from tagger.errors import ModelError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
-_STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
-    "FloatStorage": np.dtype("<f4"),
-    "DoubleStorage": np.dtype("<f8"),
-    "HalfStorage": np.dtype("<f2"),
-    "LongStorage": np.dtype("<i8"),
-    "IntStorage": np.dtype("<i4"),
-    "ShortStorage": np.dtype("<i2"),
-    "CharStorage": np.dtype("i1"),
-    "ByteStorage": np.dtype("u1"),
-    "BoolStorage": np.dtype("?"),
-}
+_STORAGE_DTYPES: Mapping[str, np.dtype[Any]] = MappingProxyType(
+    {
+        "FloatStorage": np.dtype("<f4"),
+        "DoubleStorage": np.dtype("<f8"),
+        "HalfStorage": np.dtype("<f2"),
+        "LongStorage": np.dtype("<i8"),
+        "IntStorage": np.dtype("<i4"),
+        "ShortStorage": np.dtype("<i2"),
+        "CharStorage": np.dtype("i1"),
+        "ByteStorage": np.dtype("u1"),
+        "BoolStorage": np.dtype("?"),
+    }
+)
 
 
 @dataclass(frozen=True)
