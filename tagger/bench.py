@@ -13,8 +13,9 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,42 @@ def _process_cpu(pids: list[int]) -> float:
     return total
 
 
+@contextmanager
+def private_services(base: Settings, prefix: str) -> Iterator[tuple[Settings, Path, list[Any]]]:
+    """A private redis-server and moto S3 server on loopback, and Settings pointing at them
+    (store: the configured one, else SQLite in a scratch folder). Everything it started is
+    stopped, by PID, on the way out; the caller appends anything else it starts."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    servers: list[Any] = []
+    try:
+        redis_server = RedisServer(workdir)
+        servers.append(redis_server)
+        broker = redis_server.start()
+        moto = MotoServer(workdir)
+        servers.append(moto)
+        endpoint = moto.start()
+        # moto accepts any credentials; boto3 still wants some in its default chain
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        settings = base.model_copy(
+            update={
+                "data_dir": workdir,
+                "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
+                "s3": S3Settings(
+                    endpoint_url=endpoint, region="us-east-1", addressing_style="path"
+                ),
+                "worker": base.worker.model_copy(
+                    update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
+                ),
+            }
+        )
+        yield settings, workdir, servers
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_bench(
     base: Settings,
     folder: Path,
@@ -221,34 +258,15 @@ def run_bench(
     repeat: int = 3,
     say: Callable[[str], None] = print,
 ) -> BenchReport:
-    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     photos = load_photos(folder, copies)
     cores = os.cpu_count() or 1
     processes = base.worker.concurrency or cores
     threads = base.model.intra_op_threads or max(1, cores // processes)
-    servers: list[Any] = []
-    try:
-        redis_server = RedisServer(workdir)
-        servers.append(redis_server)
-        broker = redis_server.start()
-        moto = MotoServer(workdir)
-        servers.append(moto)
-        endpoint = moto.start()
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-        settings = base.model_copy(
-            update={
-                "data_dir": workdir,
-                "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
-                "fetch": base.fetch.model_copy(update={"allow_local_paths": True}),
-                "s3": S3Settings(
-                    endpoint_url=endpoint, region="us-east-1", addressing_style="path"
-                ),
-                "worker": base.worker.model_copy(
-                    update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
-                ),
-            }
+    with private_services(base, "tagger-bench-") as (services, workdir, servers):
+        settings = services.model_copy(
+            update={"fetch": services.fetch.model_copy(update={"allow_local_paths": True})}
         )
+        endpoint = settings.s3.endpoint_url
         bench = Bench(
             settings,
             photos,
@@ -333,10 +351,6 @@ def run_bench(
         for name, value in report.cpu_ms_per_photo.items():
             say(f"   cpu ms/photo  {name:40s} {value:7.2f}")
         return report
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class BackfillBenchReport(BaseModel):
@@ -364,30 +378,11 @@ def run_backfill_bench(
     from tagger.backfill import BackfillOptions, Target, run_backfill
     from tagger.schemas import Status, TagResult
 
-    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-backfill-"))
-    servers: list[Any] = []
-    try:
-        redis_server = RedisServer(workdir)
-        servers.append(redis_server)
-        broker = redis_server.start()
-        moto = MotoServer(workdir)
-        servers.append(moto)
-        endpoint = moto.start()
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-        settings = base.model_copy(
-            update={
-                "data_dir": workdir,
-                "store": StoreSettings(url=base.store.url or f"sqlite:///{workdir / 'tags.db'}"),
-                "s3": S3Settings(
-                    endpoint_url=endpoint, region="us-east-1", addressing_style="path"
-                ),
-                "worker": base.worker.model_copy(
-                    update={"broker_url": f"{broker}/0", "queue": f"bench-{os.getpid()}"}
-                ),
-                "backfill": base.backfill.model_copy(update={"max_queue_depth": 10**9}),
-            }
+    with private_services(base, "tagger-bench-backfill-") as (services, _, _):
+        settings = services.model_copy(
+            update={"backfill": services.backfill.model_copy(update={"max_queue_depth": 10**9})}
         )
+        endpoint = settings.s3.endpoint_url
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         buffer = io.BytesIO()
@@ -434,7 +429,3 @@ def run_backfill_bench(
             f"in {summary.seconds:.1f} s = {summary.rate:.0f} photos/s (list + check + submit)"
         )
         return report
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""`tagger bench` and `bench-backfill` run end to end on real servers (figures not judged here:
+timing belongs to the benchmark itself, not to a test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tagger.bench import run_backfill_bench, run_bench
+from tagger.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_measures_every_layer(
+    model_dir: Path, artifact: object, sample_photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in sample_photos.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    lines: list[str] = []
+    report = run_bench(
+        Settings(model_dir=model_dir, data_dir=tmp_path / "data"),
+        folder,
+        copies=2,
+        naive_photos=2,
+        repeat=1,
+        say=lines.append,
+    )
+    assert report.photos == 8 and report.naive_photos == 2
+    for rate in (
+        report.model_limit,
+        report.compute_limit,
+        report.service_local,
+        report.service_s3,
+        report.naive_peer,
+    ):
+        assert rate is not None and rate > 0
+    assert report.ratio_service_to_compute == report.service_local / report.compute_limit
+    assert {"decode+preprocess", "inference", "s3 client GET", "store save (SQLite)"} <= set(
+        report.cpu_ms_per_photo
+    )
+    assert any(line.startswith("6. ratio 3/2") for line in lines)
+
+
+def test_bench_backfill_submits_what_is_not_tagged(
+    model_dir: Path, artifact: object, tmp_path: Path
+) -> None:
+    report = run_backfill_bench(
+        Settings(model_dir=model_dir, data_dir=tmp_path),
+        objects=60,
+        already_tagged=0.25,
+        say=lambda _: None,
+    )
+    assert (report.objects, report.already_tagged, report.submitted) == (60, 15, 45)
+    assert report.rate > 0
