@@ -28,6 +28,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -284,21 +285,14 @@ class Fetcher:
             response = self.s3_client.get_object(Bucket=bucket, Key=key)
             body = response["Body"]
             try:
-                size = response.get("ContentLength")
-                if size is not None and size > limit:
-                    raise ImageTooLarge(f"{shown}: {size} bytes, over the {limit}-byte limit")
-                data = bytearray()
-                while chunk := body.read(_CHUNK):
-                    data += chunk
-                    if len(data) > limit:
-                        raise ImageTooLarge(f"{shown}: more than {limit} bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchFailed(f"{shown}: download took longer than the total timeout")
+                data = _read_bounded(
+                    body.read, response.get("ContentLength"), shown, limit, deadline
+                )
             finally:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise _s3_error(shown, exc) from exc
-        return Fetched(ref=ref.uri, data=bytes(data), etag=clean_etag(response.get("ETag")))
+        return Fetched(ref=ref.uri, data=data, etag=clean_etag(response.get("ETag")))
 
     # -- files --------------------------------------------------------------------------------
 
@@ -452,25 +446,34 @@ class Fetcher:
     def _read(self, response: BaseHTTPResponse, where: str, deadline: float) -> bytes:
         """The body, counted as it arrives; ``read1`` returns whatever is there, so the deadline
         is checked even when a server trickles a byte at a time."""
+        header = response.headers.get("Content-Length")
+        declared = int(header) if header is not None and header.strip().isdigit() else None
         limit = self._settings.image.max_bytes
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            raise ImageTooLarge(f"{where}: {int(declared)} bytes, over the {limit}-byte limit")
-        data = bytearray()
         try:
-            while chunk := response.read1(_CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise ImageTooLarge(f"{where}: more than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchFailed(f"{where}: download took longer than the total timeout")
+            return _read_bounded(response.read1, declared, where, limit, deadline)
         except (HTTPError, OSError) as exc:
             raise FetchFailed(f"{where}: reading the body failed ({_describe(exc)})") from None
-        return bytes(data)
 
     @staticmethod
     def _shown(ref: PhotoRef) -> str:
         return redact_url(ref.uri) if ref.kind in ("http", "https") else ref.uri
+
+
+def _read_bounded(
+    read: Callable[[int], bytes], declared: int | None, where: str, limit: int, deadline: float
+) -> bytes:
+    """One body, S3 or HTTP: refused up front when its declared size is over the limit, then
+    counted chunk by chunk, so a lying or missing length and a trickling sender are caught too."""
+    if declared is not None and declared > limit:
+        raise ImageTooLarge(f"{where}: {declared} bytes, over the {limit}-byte limit")
+    data = bytearray()
+    while chunk := read(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise ImageTooLarge(f"{where}: more than {limit} bytes")
+        if time.monotonic() > deadline:
+            raise FetchFailed(f"{where}: download took longer than the total timeout")
+    return bytes(data)
 
 
 def _check_status(status: int, where: str) -> None:
