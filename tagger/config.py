@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tagger.formats import IMAGE_SUFFIXES
+
 
 def _user_dir(kind: Literal["cache", "data"]) -> Path:
     """XDG locations, so a laptop install keeps its model and database out of the project tree."""
@@ -41,6 +43,18 @@ class ImageSettings(BaseModel):
     max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     max_pixels: int = Field(
         default=100_000_000, gt=0, description="decompression-bomb bound on width*height"
+    )
+    max_decoded_bytes: int = Field(
+        default=320 * 1024 * 1024,
+        gt=0,
+        description="bound on one photo's decoded size: width x height x bytes per pixel of "
+        "its mode (a 16-bit TIFF costs twice an 8-bit one of the same pixels)",
+    )
+    decode_budget_bytes: int = Field(
+        default=640 * 1024 * 1024,
+        gt=0,
+        description="decoded bytes all I/O threads of one process may hold at once; a big "
+        "decode waits for room, so 8 threads never decode 8 huge photos together",
     )
 
 
@@ -108,10 +122,47 @@ class WorkerSettings(BaseModel):
         description="photos per task; inferred in batches of Settings.batch_size, so the "
         "next batch downloads while one is inferred",
     )
-    retry_max: int = Field(default=5, ge=0)
-    retry_backoff_max: float = Field(default=60.0, gt=0)
+    outage_patience: float = Field(
+        default=1800.0,
+        gt=0,
+        description="seconds a photo keeps being retried through a transient outage (S3, "
+        "URL host); past it the photo is 'failed' with transient=true, never left 'queued'",
+    )
+    retry_backoff_max: float = Field(
+        default=60.0, gt=0, description="longest wait between two retries of a photo"
+    )
+    store_wait: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a task waits for an unreachable store before handing its batch "
+        "back to the queue (it is taken up again; nothing is acked unsaved)",
+    )
+    lease_timeout: float = Field(
+        default=30.0,
+        ge=3,
+        description="a running batch renews its lease every third of this; a batch whose "
+        "lease expired (its worker died) is sent again by the reconciler",
+    )
+    reconcile_interval: float = Field(
+        default=10.0, gt=0, description="seconds between the reconciler's sweeps (every worker)"
+    )
+    task_time_limit: int = Field(
+        default=1800,
+        gt=0,
+        description="hard limit on one task; kept below visibility_timeout so Redis never "
+        "redelivers a task that is still running",
+    )
     visibility_timeout: int = Field(
-        default=3600, gt=0, description="seconds before an unacked task is redelivered"
+        default=3600,
+        gt=0,
+        description="seconds before Redis redelivers an unacked task: the last resort behind "
+        "the lease reconciler, which brings a dead worker's batch back within a minute",
+    )
+    max_memory_mb: int = Field(
+        default=1536,
+        gt=0,
+        description="memory budget of one worker process; Celery replaces a child that "
+        "ends a task above it (worker_max_memory_per_child), the last guard",
     )
     unacked_restore_interval: int = Field(
         default=10, gt=0, description="kombu: seconds between sweeps for unacked tasks"
@@ -151,7 +202,7 @@ class BackfillSettings(BaseModel):
 
 
 def _image_suffixes() -> list[str]:
-    return [".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"]
+    return sorted(IMAGE_SUFFIXES)
 
 
 class TriggerSettings(BaseModel):
@@ -214,6 +265,19 @@ class Settings(BaseSettings):
     def _paths_absolute(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
         self.model_dir = self.model_dir.expanduser()
+        return self
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Settings:
+        worker, image = self.worker, self.image
+        if worker.task_time_limit >= worker.visibility_timeout:
+            raise ValueError(
+                f"worker.task_time_limit ({worker.task_time_limit}s) must be below "
+                f"worker.visibility_timeout ({worker.visibility_timeout}s), or Redis hands a "
+                "running task to a second worker"
+            )
+        if image.max_decoded_bytes > image.decode_budget_bytes:
+            raise ValueError("image.max_decoded_bytes must not exceed image.decode_budget_bytes")
         return self
 
     @property

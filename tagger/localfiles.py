@@ -5,14 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
-)
+from tagger.formats import is_image_name
 
-
-def is_image_name(name: str) -> bool:
-    """By extension only: content sniffing happens at decode time, where a lie is reported."""
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+__all__ = ["find_photos", "is_image_name"]
 
 
 def find_photos(paths: Iterable[Path]) -> Iterator[Path]:
