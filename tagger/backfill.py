@@ -16,8 +16,9 @@ Only one backfill of a prefix runs at a time: a Redis lock on the broker's serve
 a background thread while the run is alive, so a crashed run frees its prefix after
 ``lock_timeout`` seconds and a slow night never overlaps the next one.
 
-This module depends on the :class:`Submitter` protocol rather than on the client, so the layer
-rules (client and backfill are independent) hold and tests can count submissions directly.
+This module depends on the :class:`~tagger.submitting.Submitter` protocol rather than on the
+client, so the layer rules (client and backfill are independent) hold and tests can count
+submissions directly.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from tagger.config import Settings
-from tagger.errors import TaggerError
-from tagger.localfiles import is_image_name
+from tagger.errors import transient_codes
+from tagger.formats import is_image_name
 from tagger.model.registry import artifact_dir, load_artifact
 from tagger.schemas import PhotoRef, Status
 from tagger.sources import clean_etag, make_s3_client
 from tagger.store import PhotoState, TagStore
+from tagger.submitting import Submitter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -52,8 +54,6 @@ log = logging.getLogger(__name__)
 
 Verdict = Literal["new", "changed", "current", "outdated", "failed", "transient"]
 """What the store says about a listed photo; :func:`should_submit` turns it into a decision."""
-
-_INTERNAL_ERROR = "internal"  # the pipeline's code for an unexpected error, retried as transient
 
 
 class BackfillError(Exception):
@@ -152,14 +152,6 @@ class BackfillSummary(BaseModel):
     rate: float = Field(default=0.0, description="photos listed and checked per second")
 
 
-class Submitter(Protocol):
-    """The part of :class:`tagger.client.TaggerClient` the backfill uses."""
-
-    def submit(self, refs: Sequence[str], *, force: bool = False) -> object: ...
-
-    def queue_depth(self) -> int: ...
-
-
 class LeaseCheck(Protocol):
     def check(self) -> None:
         """Raise :class:`LockLost` if the run no longer holds its lock."""
@@ -173,25 +165,12 @@ ProgressHook = Callable[[BackfillSummary, str], None]
 # -- decisions ----------------------------------------------------------------------------
 
 
-def transient_error_codes() -> frozenset[str]:
-    """Codes of the failures a worker gives up on only after its retries: those are retried
-    by the next backfill, while a permanent failure (not an image, 404) is not."""
-    codes = {_INTERNAL_ERROR}
-    stack: list[type[TaggerError]] = [TaggerError]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if not cls.permanent:
-            codes.add(cls.code)
-    return frozenset(codes)
-
-
 def verdict(
     state: PhotoState | None,
     etag: str | None,
     model_version: str,
     error: str | None = None,
-    transient_codes: frozenset[str] = frozenset(),
+    transient: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Classify a listed photo against what the store knows about it.
 
@@ -210,7 +189,7 @@ def verdict(
         return "changed"
     if state.etag is not None and etag is not None and state.etag != etag:
         return "changed"
-    return "transient" if error in transient_codes else "failed"
+    return "transient" if error in transient else "failed"
 
 
 def should_submit(found: Verdict, options: BackfillOptions) -> bool:
@@ -356,7 +335,7 @@ class Backfill:
         self.lease = lease
         self.on_progress = on_progress
         self.sleep = sleep
-        self._transient = transient_error_codes()
+        self._transient: frozenset[str] = transient_codes()
         if submitter is None and not self.options.dry_run:
             raise ValueError("a backfill that submits needs a submitter")
 

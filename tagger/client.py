@@ -10,20 +10,28 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tagger import errors
 from tagger.config import Settings
 from tagger.queueing import TAG_TASK, TagBatchRequest, make_celery, queue_depth
 from tagger.schemas import JobCounts, PhotoRef, TagResult
+from tagger.sources import redact_url
 from tagger.store import SearchHit, SqlTagStore
 
 
-class InvalidReference(ValueError):
-    """A submitted reference is malformed; nothing of that submission was enqueued."""
+class InvalidReference(errors.InvalidReference):
+    """A submitted reference is malformed (bad syntax, a path that loops…); nothing of that
+    submission was enqueued."""
 
     def __init__(self, ref: str, reason: str) -> None:
-        super().__init__(f"invalid photo reference {ref!r}: {reason}")
-        self.ref = ref
+        super().__init__(f"invalid photo reference {_redacted(ref)!r}: {reason}")
+        self.ref = _redacted(ref)
+
+
+def _redacted(ref: str) -> str:
+    return redact_url(ref) if "://" in ref and not ref.lower().startswith("s3://") else ref
 
 
 class Job:
@@ -92,24 +100,28 @@ class TaggerClient:
         self.close()
 
     @staticmethod
-    def validate(refs: Iterable[str | PhotoRef]) -> list[str]:
-        """Every reference parsed before anything is sent, duplicates dropped, order kept."""
-        valid: dict[str, None] = {}
+    def validate(refs: Iterable[str | PhotoRef]) -> list[PhotoRef]:
+        """Every reference parsed before anything is sent, duplicates (same identity)
+        dropped, order kept."""
+        valid: dict[str, PhotoRef] = {}
         for raw in refs:
             try:
-                valid.setdefault(PhotoRef.parse(raw).uri, None)
-            except ValueError as exc:
-                reason = str(exc).splitlines()[-1].strip() if str(exc) else "invalid"
-                raise InvalidReference(str(raw), reason) from exc
-        return list(valid)
+                ref = PhotoRef.parse(raw)
+            except ValidationError as exc:
+                reason = str(exc.errors()[0]["msg"]) if exc.errors() else "invalid"
+                raise InvalidReference(str(raw), reason) from None
+            valid.setdefault(ref.identity, ref)
+        return list(valid.values())
 
     def submit(
         self, refs: Iterable[str | PhotoRef], *, force: bool = False, batch_size: int | None = None
     ) -> Job:
         """Enqueue photos in batches of the worker's batch size and return the job."""
-        uris = self.validate(refs)
+        photos = self.validate(refs)
         job_id = uuid.uuid4().hex
-        self.store.add_job(job_id, uris)
+        # The store knows photos by identity (no signature); the message carries the full URL.
+        self.store.add_job(job_id, [ref.identity for ref in photos])
+        uris = [ref.uri for ref in photos]
         size = batch_size or self.settings.worker.batch_size
         with self.celery.producer_or_acquire() as producer:
             for start in range(0, len(uris), size):
@@ -119,6 +131,7 @@ class TaggerClient:
                 self.celery.send_task(
                     TAG_TASK,
                     kwargs=request.model_dump(),
+                    kwargsrepr=request.redacted_repr(),
                     queue=self.settings.worker.queue,
                     producer=producer,
                 )
@@ -128,7 +141,7 @@ class TaggerClient:
         return Job(self, job_id, self.store.job_counts(job_id).total)
 
     def tags(self, ref: str | PhotoRef) -> TagResult | None:
-        return self.store.get(PhotoRef.parse(ref).uri)
+        return self.store.get(PhotoRef.parse(ref).identity)
 
     def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
         return self.store.search(tags, limit=limit)

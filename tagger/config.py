@@ -137,26 +137,18 @@ class WorkerSettings(BaseModel):
         description="seconds a task waits for an unreachable store before handing its batch "
         "back to the queue (it is taken up again; nothing is acked unsaved)",
     )
-    lease_timeout: float = Field(
-        default=30.0,
-        ge=3,
-        description="a running batch renews its lease every third of this; a batch whose "
-        "lease expired (its worker died) is sent again by the reconciler",
-    )
-    reconcile_interval: float = Field(
-        default=10.0, gt=0, description="seconds between the reconciler's sweeps (every worker)"
-    )
     task_time_limit: int = Field(
         default=1800,
         gt=0,
-        description="hard limit on one task; kept below visibility_timeout so Redis never "
-        "redelivers a task that is still running",
+        description="hard limit on one task; a child past it is replaced and its batch "
+        "handed back to the queue (reject_on_worker_lost)",
     )
     visibility_timeout: int = Field(
-        default=3600,
-        gt=0,
-        description="seconds before Redis redelivers an unacked task: the last resort behind "
-        "the lease reconciler, which brings a dead worker's batch back within a minute",
+        default=30,
+        ge=6,
+        description="seconds an unacked task may go without a renewal before Redis hands it "
+        "to another worker; a live worker renews what it holds every third of this, so "
+        "only a dead worker's batches come back (after this plus unacked_restore_interval)",
     )
     max_memory_mb: int = Field(
         default=1536,
@@ -165,10 +157,10 @@ class WorkerSettings(BaseModel):
         "ends a task above it (worker_max_memory_per_child), the last guard",
     )
     unacked_restore_interval: int = Field(
-        default=10, gt=0, description="kombu: seconds between sweeps for unacked tasks"
+        default=5, gt=0, description="kombu: seconds between sweeps for unacked tasks"
     )
     unacked_restore_throttle: int = Field(
-        default=10, gt=0, description="kombu: scan Redis on every Nth sweep"
+        default=1, gt=0, description="kombu: scan Redis on every Nth sweep"
     )
 
 
@@ -269,13 +261,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
-        worker, image = self.worker, self.image
-        if worker.task_time_limit >= worker.visibility_timeout:
-            raise ValueError(
-                f"worker.task_time_limit ({worker.task_time_limit}s) must be below "
-                f"worker.visibility_timeout ({worker.visibility_timeout}s), or Redis hands a "
-                "running task to a second worker"
-            )
+        image = self.image
         if image.max_decoded_bytes > image.decode_budget_bytes:
             raise ValueError("image.max_decoded_bytes must not exceed image.decode_budget_bytes")
         return self

@@ -7,6 +7,7 @@ tests/, because ``tagger bench`` starts the same servers to measure the service.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,6 +23,18 @@ from typing import Any
 import redis
 
 from tagger.config import Settings
+
+
+class DevServerError(RuntimeError):
+    """A helper server could not start; the message says why, with the server's own output
+    (its log folder may be a temporary one that is gone by the time anyone looks)."""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(no output)"
+    except OSError:
+        return "(no output)"
 
 
 def free_port() -> int:
@@ -63,6 +76,10 @@ class MotoServer:
         self.endpoint = ""
 
     def start(self, timeout: float = 30.0) -> str:
+        if importlib.util.find_spec("moto") is None:
+            raise DevServerError(
+                "moto is not installed; the benchmarks need it: pip install -e '.[bench]'"
+            )
         for _attempt in range(3):  # the free port may be taken between probing and binding
             port = free_port()
             log = (self._log_dir / f"moto-{port}.log").open("wb")
@@ -77,7 +94,8 @@ class MotoServer:
             if self._wait_ready(timeout):
                 return self.endpoint
             self.stop()
-        raise RuntimeError(f"moto server did not start; see logs in {self._log_dir}")
+        tail = _tail(self._log_dir / f"moto-{port}.log")
+        raise DevServerError(f"moto server did not start; its last output:\n{tail}")
 
     def _wait_ready(self, timeout: float) -> bool:
         assert self._process is not None
@@ -116,10 +134,13 @@ class MotoServer:
 
 
 class RedisServer:
-    """A private ``redis-server`` with no persistence."""
+    """A private ``redis-server``; with ``persistent`` it keeps an append-only file, as a
+    production broker must for a restart to lose nothing, and :meth:`restart` comes back on
+    the same port with the same data."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.workdir = workdir
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -130,9 +151,10 @@ class RedisServer:
     def start(self) -> str:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+            raise DevServerError("redis-server is not installed (apt-get install redis-server)")
+        keep = self.port if self.port else None
         for _ in range(3):
-            self.port = free_port()
+            self.port = keep or free_port()
             self.process = subprocess.Popen(
                 [
                     binary,
@@ -143,7 +165,9 @@ class RedisServer:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes" if self.persistent else "no",
+                    "--appendfsync",
+                    "always",
                     "--dir",
                     str(self.workdir),
                 ],
@@ -160,7 +184,14 @@ class RedisServer:
                 if self.process.poll() is not None:
                     break
             self.stop()
-        raise RuntimeError("redis-server did not start")
+        raise DevServerError("redis-server did not start")
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop (SIGTERM, as an orchestrator does), stay down ``down_for`` seconds, start on
+        the same port."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -239,12 +270,12 @@ class CeleryWorker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+                raise DevServerError(f"worker exited: {self.log_path.read_text()[-3000:]}")
             if self._ready(self.log_path.read_text(errors="replace")):
                 return self
             time.sleep(0.2)
         self.kill()
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+        raise DevServerError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
 
     def _ready(self, log: str) -> bool:
         """Celery says ``ready.`` when its main process is; the tagging worker's children

@@ -20,6 +20,8 @@ def find_photos(paths: Iterable[Path]) -> Iterator[Path]:
                 if any(part.startswith(".") for part in relative.parts):
                     continue
                 if child.is_file() and is_image_name(child.name):
-                    yield child.resolve()
+                    yield child.absolute()
         else:
-            yield path.resolve()
+            # Not resolved here: a symlink loop or a dangling link is reported on that photo
+            # (the reference parser and the file source give it a typed failure), not raised.
+            yield path.absolute()

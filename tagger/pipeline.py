@@ -1,34 +1,56 @@
-"""The one tagging flow: fetch → decode → preprocess → ONNX batch → tags.
+"""The one tagging flow: known? → fetch → decode → preprocess → ONNX batch → tags → store.
 
-Every entry point runs photos through :meth:`Pipeline.tag_batch` (or :meth:`Pipeline.tag_stream`
-for many batches): the local CLI, the Celery task inside a worker, the benchmark and the eval.
-A photo that fails at any step becomes a ``failed`` TagResult with a reason; it never fails the
-rest of its batch. The pipeline holds the per-process resources (model session, fetcher) and is
-built once per process, which is why ``tag_batch`` is a method rather than a free function.
+:func:`tag_and_store` is the flow every entry point that keeps results runs — the local CLI and
+the Celery task — and :meth:`Pipeline.tag_stream` its stateless core, which the benchmark and
+the eval call directly. A photo that fails at any step becomes a ``failed`` TagResult with an
+:class:`~tagger.errors.ErrorCode` and a one-line reason; it never fails the rest of its batch.
+The pipeline holds the per-process resources (model session, fetcher) and is built once per
+process, which is why ``tag_batch`` is a method rather than a free function.
+
+Idempotence is decided in one place, :meth:`tagger.store.PhotoState.is_tagged_by` (same ref
+identity, same ETag or content hash, same model version), asked here before any download and
+again once the content is known.
+
+Photos are keyed in the store by :attr:`PhotoRef.identity` — the reference without signature
+or credential query parameters — while the full reference, presigned URL included, only
+travels in the task message and is used to fetch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from tagger.config import Settings
-from tagger.errors import TaggerError
+from tagger.errors import ErrorCode, StoreUnavailable, TaggerError
 from tagger.imaging import load_tensor
 from tagger.model.registry import ensure_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.schemas import PhotoRef, Status, TagResult
-from tagger.sources import Fetcher
-from tagger.store import PhotoState
+from tagger.sources import Fetcher, redact_url
+from tagger.store import PhotoState, TagStore
+from tagger.store.writeback import S3WriteBack
 from tagger.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -133,11 +155,11 @@ class Pipeline:
         return [self._pool.submit(self._load, ref, known) for ref in refs]
 
     def _load(self, raw: PhotoRef | str, known: Mapping[str, PhotoState]) -> Loaded:
-        ref_text = str(raw)
+        ref_text = _shown(raw)
         etag: str | None = None
         try:
             ref = PhotoRef.parse(raw)
-            ref_text = ref.uri
+            ref_text = ref.identity
             previous = known.get(ref_text)
             if (
                 previous is not None
@@ -156,7 +178,7 @@ class Pipeline:
             # the ETag of a photo that failed to decode is kept, so a replaced photo is retried
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
         except Exception as exc:  # a bug must not lose the rest of the batch
-            log.exception("unexpected error loading %s", ref_text)
+            log.exception("unexpected error loading a photo", extra={"ref": ref_text})
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
 
     def _infer(self, futures: Sequence[Future[Loaded]]) -> list[TagResult]:
@@ -168,7 +190,7 @@ class Pipeline:
                     np.stack([item.tensor for item in ready if item.tensor is not None])
                 )
             except Exception as exc:
-                log.exception("inference failed for a batch of %d", len(ready))
+                log.exception("inference failed", extra={"photos": len(ready)})
                 for item in ready:
                     item.result = self._failed(item.ref, exc)
             else:
@@ -203,12 +225,18 @@ class Pipeline:
         )
 
     def _failed(self, ref: str, exc: Exception, etag: str | None = None) -> TagResult:
+        # An unexpected exception is a bug, which a retry does not fix: it is recorded as
+        # permanent, and `tagger backfill --retry-failed` re-runs it once the bug is fixed.
         if isinstance(exc, TaggerError):
             reason, code, transient = exc.reason, exc.code, not exc.permanent
         elif isinstance(exc, ValueError):
-            reason, code, transient = str(exc).splitlines()[0], "invalid_ref", False
+            reason, code, transient = _first_line(exc), ErrorCode.INVALID_REF, False
         else:
-            reason, code, transient = f"internal error: {type(exc).__name__}", "internal", True
+            reason, code, transient = (
+                f"internal error: {type(exc).__name__}",
+                ErrorCode.INTERNAL,
+                False,
+            )
         return TagResult(
             ref=ref,
             status=Status.FAILED,
@@ -218,6 +246,106 @@ class Pipeline:
             model_version=self.model_version,
             etag=etag,
         )
+
+
+def _shown(raw: PhotoRef | str) -> str:
+    """How a reference that may not even parse is named in a result: never with a query."""
+    text = str(raw)
+    return redact_url(text) if "://" in text and not text.lower().startswith("s3://") else text
+
+
+def _first_line(exc: Exception) -> str:
+    """The one-line reason of a refused reference: pydantic's own message for its first
+    error, not its multi-line rendering (which names the model and the input)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        return str(exc.errors()[0]["msg"])[:300]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+# -- the flow that stores ------------------------------------------------------------------
+
+
+class StoredBatch(BaseModel):
+    """One inference batch after it was saved: its results in input order (skipped photos
+    as what the store already holds when ``show_stored``), and the full references of the
+    photos whose transient failure the caller should retry (not saved, still 'queued')."""
+
+    results: list[TagResult] = Field(default_factory=list)
+    retry: list[str] = Field(default_factory=list)
+
+
+def call_store(action: Callable[[], _T], wait: float) -> _T:
+    """Run one store call, waiting up to ``wait`` seconds for an unreachable store to return
+    (a database restart, a failover) before giving up with :class:`StoreUnavailable`."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        stop=stop_after_delay(wait),
+        wait=wait_exponential(multiplier=0.5, max=5.0) + wait_random(0, 0.5),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "store unavailable; waiting",
+            extra={"attempt": state.attempt_number, "waited": state.seconds_since_start},
+        ),
+    )
+    return retrying(action)
+
+
+def tag_and_store(
+    pipeline: Pipeline,
+    store: TagStore,
+    refs: Sequence[str],
+    *,
+    job_id: str | None = None,
+    force: bool = False,
+    retry_transient: bool = False,
+    writeback: S3WriteBack | None = None,
+    show_stored: bool = False,
+    batch_size: int | None = None,
+    store_wait: float | None = None,
+) -> Iterator[StoredBatch]:
+    """Tag ``refs`` and save every result, one inference batch at a time.
+
+    Skips what the store already holds for the same content and model (unless ``force``),
+    saves tagged and failed photos, writes them back to S3 when configured and marks the
+    job's items. With ``retry_transient``, a transient failure (S3 or a host down) is not saved
+    but handed back in :attr:`StoredBatch.retry`, so the caller can try again later; without
+    it, it is saved as ``failed`` with ``transient=true``. A store that stays unreachable for
+    ``store_wait`` seconds raises :class:`StoreUnavailable` with nothing of the unsaved batch
+    acknowledged anywhere.
+    """
+    wait = pipeline.settings.worker.store_wait if store_wait is None else store_wait
+    identities = [_identity(ref) for ref in refs]
+    known = {} if force else call_store(partial(store.known, identities), wait)
+    pending = iter(refs)
+    for batch in pipeline.tag_stream(refs, known, batch_size):
+        sent = [next(pending) for _ in batch]
+        retry = [ref for ref, r in zip(sent, batch, strict=True) if retry_transient and r.transient]
+        keep = [r for r in batch if not (retry_transient and r.transient)]
+        to_save = [r for r in keep if r.status != Status.SKIPPED]
+        call_store(partial(store.save, to_save), wait)
+        if writeback is not None:
+            writeback.write(keep)
+        if job_id is not None:
+            states = {r.ref: _JOB_STATE[r.status] for r in keep}
+            call_store(partial(store.mark_job_items, job_id, states), wait)
+        if show_stored:
+            skipped = [r.ref for r in keep if r.status == Status.SKIPPED]
+            stored = call_store(partial(store.get_many, skipped), wait) if skipped else {}
+            keep = [stored.get(r.ref, r) if r.status == Status.SKIPPED else r for r in keep]
+        yield StoredBatch(results=keep, retry=retry)
+
+
+_JOB_STATE: Mapping[Status, str] = MappingProxyType(
+    {Status.TAGGED: "done", Status.FAILED: "failed", Status.SKIPPED: "skipped"}
+)
+
+
+def _identity(ref: str) -> str:
+    try:
+        return PhotoRef.parse(ref).identity
+    except ValueError:
+        return _shown(ref)
 
 
 def _chunks(items: Iterable[PhotoRef | str], size: int) -> Iterator[list[PhotoRef | str]]:

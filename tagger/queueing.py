@@ -14,17 +14,37 @@ from celery import Celery
 from pydantic import BaseModel, Field
 
 from tagger.config import Settings
+from tagger.schemas import PhotoRef
 
 TAG_TASK = "tagger.tag_batch"
 BACKFILL_TASK = "tagger.backfill"
 
 
 class TagBatchRequest(BaseModel):
-    """The body of one tagging task: a batch of references, tagged together."""
+    """The body of one tagging task: a batch of references, tagged together.
+
+    The references are complete (a presigned URL keeps its signature, or it could not be
+    fetched); :meth:`redacted_repr` is what Celery logs instead of them.
+    """
 
     job_id: str
     refs: list[str] = Field(min_length=1)
     force: bool = False
+    first_failure_at: float | None = Field(
+        default=None, description="epoch seconds of the first transient failure of these refs"
+    )
+
+    def redacted_repr(self) -> str:
+        """The body as Celery's log lines show it (``kwargsrepr``): refs without secrets."""
+        shown = self.model_copy(update={"refs": [_redacted(ref) for ref in self.refs]})
+        return repr(shown.model_dump())
+
+
+def _redacted(ref: str) -> str:
+    try:
+        return PhotoRef.parse(ref).redacted
+    except ValueError:
+        return "<invalid reference>"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -45,6 +65,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": worker.queue,
         "task_routes": {TAG_TASK: {"queue": worker.queue}, BACKFILL_TASK: {"queue": worker.queue}},
         "task_acks_late": True,
+        # A message published while Redis restarts (a retry, a submit) waits for it.
+        "task_publish_retry_policy": {
+            "max_retries": 30,
+            "interval_start": 0.5,
+            "interval_step": 1.0,
+            "interval_max": 5.0,
+        },
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,

@@ -6,25 +6,62 @@ CLI and a row read back from the store are validated the same way.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from types import MappingProxyType
+from typing import Literal, cast
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 RefKind = Literal["s3", "https", "http", "file"]
+RefSyntax = Literal["bucket", "url", "path"]
+
+REF_SCHEMES: Mapping[str, RefSyntax] = MappingProxyType(
+    {"s3": "bucket", "https": "url", "http": "url", "file": "path"}
+)
+"""Every scheme a reference may have, and how its text reads: ``bucket`` is
+``scheme://bucket/key`` where the key is opaque (it may hold ``?`` or ``#``), ``url`` has a host
+and a query that may carry a signature, ``path`` is a local file. This module is the bottom
+layer and cannot ask the sources registry, so the registry keeps one Source per entry here and
+a unit test holds the two together: a new scheme is one line here and one there."""
+
+# Query parameters that sign or authorise a URL rather than name the photo: AWS (SigV4 and the
+# older AWSAccessKeyId form, CloudFront), Google Cloud Storage, Azure SAS, Alibaba OSS, OAuth.
+_SECRET_PARAMS = frozenset(
+    {"signature", "expires", "sig", "se", "sp", "sv", "sr", "st", "skoid", "sktid", "skt",
+     "ske", "sks", "skv", "token", "access_token", "auth", "key", "policy", "key-pair-id",
+     "credential", "googleaccessid", "awsaccesskeyid", "ossaccesskeyid", "security-token",
+     "api_key", "apikey", "client_secret", "password", "refresh_token", "id_token"}
+)  # fmt: skip
+_SECRET_PREFIXES = ("x-amz-", "x-goog-", "x-oss-")
+_MARK = "<redacted>"
+# Two letters at least: ``C:\photos`` is a Windows drive, not a scheme.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PhotoRef(BaseModel):
     """Where a photo lives: ``s3://bucket/key``, ``https://…`` or a local file path.
 
     Validated on construction so a bad reference is refused when it is submitted, with the
-    reference named in the error, rather than failing later inside a worker.
+    reference named in the error, rather than failing later inside a worker. Every refusal is
+    a pydantic ``ValidationError`` (a ``ValueError``) of type ``invalid_ref`` whose message is
+    one line without secrets; nothing else escapes, not even for a path that loops.
+
+    Three names for one reference: :attr:`uri` is what is fetched (a presigned URL keeps its
+    signature, so a task message must carry it whole), :attr:`identity` is what the store keys
+    the photo by (the same photo under a fresh signature is the same photo, and the store must
+    never hold a credential), :attr:`redacted` is what logs and reasons show.
     """
 
-    model_config = ConfigDict(frozen=True)
+    # The input would otherwise be quoted in the ValidationError, signature included.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     uri: str
 
@@ -33,48 +70,163 @@ class PhotoRef(BaseModel):
     def _valid(cls, value: str) -> str:
         value = value.strip()
         if not value:
-            raise ValueError("empty photo reference")
+            raise _invalid("empty photo reference")
         if "\x00" in value:
-            raise ValueError(f"photo reference contains a NUL byte: {value!r}")
-        parts = urlsplit(value)
-        scheme = parts.scheme.lower()
-        if scheme == "s3":
-            bucket, _, key = value[len("s3://") :].partition("/")
+            raise _invalid("photo reference contains a NUL byte")
+        match = _SCHEME.match(value)
+        if match is None:
+            return _local_path(os.path.expanduser(value), value)
+        scheme, rest = match.group(1).lower(), value[match.end() :]
+        syntax = REF_SCHEMES.get(scheme)
+        if syntax is None:
+            if rest.startswith("//"):
+                raise _invalid(
+                    f"unsupported scheme {scheme!r} in photo reference {_without_query(value)}"
+                )
+            return _local_path(value, value)  # ``IMG:1.jpg`` is a file name, not a URL
+        if not rest.startswith("//"):
+            raise _invalid(f"{scheme} reference must start with {scheme}://: {value!r}")
+        if syntax == "bucket":
+            bucket, _, key = rest[2:].partition("/")
             if not bucket or not key:
-                raise ValueError(f"S3 reference needs a bucket and a key: {value!r}")
+                raise _invalid(f"{scheme}:// reference needs a bucket and a key: {value!r}")
             return value
-        if scheme in ("http", "https"):
-            if not parts.hostname:
-                raise ValueError(f"URL has no host: {value!r}")
-            return value
-        if scheme == "file":
-            return str(Path(parts.path).resolve())
-        if scheme and len(scheme) > 1:
-            raise ValueError(f"unsupported scheme {scheme!r} in photo reference {value!r}")
-        return str(Path(value).expanduser().resolve())
+        if syntax == "url":
+            return _checked_url(value)
+        return _file_url(value)
 
     @property
     def kind(self) -> RefKind:
-        scheme = urlsplit(self.uri).scheme.lower()
-        if scheme == "s3":
-            return "s3"
-        if scheme in ("http", "https"):
-            return scheme  # type: ignore[return-value]
-        return "file"
+        """The scheme, or ``file`` for a local path (a ``file://`` URL is stored as its path)."""
+        match = _SCHEME.match(self.uri)
+        return cast(RefKind, match.group(1).lower() if match else "file")
 
     @property
     def bucket_key(self) -> tuple[str, str]:
         """Bucket and key of an ``s3://`` reference, split by hand: a key may hold ``?`` or
         ``#``, which a URL parser would take for a query or fragment."""
-        bucket, _, key = self.uri[len("s3://") :].partition("/")
+        bucket, _, key = self.uri.partition("://")[2].partition("/")
         return bucket, key
+
+    @property
+    def identity(self) -> str:
+        """The reference as the store knows it: for a URL, without user info, fragment and the
+        query parameters that sign or authorise it (other parameters kept, in order, since they
+        may choose the photo: ``?w=640&X-Amz-Signature=…`` → ``?w=640``); otherwise the URI."""
+        if REF_SCHEMES[self.kind] != "url":
+            return self.uri
+        return _without_secrets(self.uri, None)
+
+    @property
+    def redacted(self) -> str:
+        """The identity with a ``<redacted>`` marker where something was removed, for logs and
+        reasons: a reader sees that the photo was fetched with credentials, never which."""
+        if REF_SCHEMES[self.kind] != "url":
+            return self.uri
+        return _without_secrets(self.uri, _MARK)
 
     def __str__(self) -> str:
         return self.uri
 
+    def __repr__(self) -> str:
+        # repr lands in tracebacks and log lines, where a signature must not.
+        return f"PhotoRef(uri={self.redacted!r})"
+
     @classmethod
     def parse(cls, value: str | PhotoRef) -> PhotoRef:
         return value if isinstance(value, PhotoRef) else cls(uri=value)
+
+
+def _invalid(reason: str) -> PydanticCustomError:
+    """The one error a reference can fail with. Its type is the ``invalid_ref`` error code
+    (``errors.py`` sits beside this layer and cannot be imported here); the reason is passed as
+    context so braces in a path are not taken for a template."""
+    return PydanticCustomError("invalid_ref", "{reason}", {"reason": reason})
+
+
+def _checked_url(value: str) -> str:
+    shown = _without_query(value)
+    if _CONTROL.search(value):
+        raise _invalid(f"URL contains control characters: {shown!r}")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise _invalid(f"malformed URL: {shown!r}") from None
+    if not parts.hostname:
+        raise _invalid(f"URL has no host: {shown!r}")
+    return value
+
+
+def _file_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise _invalid(f"malformed file URL: {value!r}") from None
+    if parts.netloc not in ("", "localhost"):
+        # ``file://photo.jpg`` would otherwise read the current directory.
+        raise _invalid(f"file URL names a host ({parts.netloc!r}); use file:///absolute/path")
+    if not parts.path:
+        raise _invalid(f"file URL has no path: {value!r}")
+    return _local_path(parts.path, value)
+
+
+def _local_path(path: str, given: str) -> str:
+    """The absolute path with symlinks resolved, so one file reached by two names is one photo
+    in the store. ``os.path.realpath`` never raises on a loop (``Path.resolve`` did, with a
+    RuntimeError), so a loop is found by ``stat`` and refused here; a path that does not exist
+    (yet) or cannot be read is kept, and the file source names that failure when it reads."""
+    try:
+        resolved = os.path.realpath(path)
+    except (OSError, ValueError) as exc:  # e.g. the working directory was deleted
+        raise _invalid(f"cannot resolve path {given!r}: {_os_reason(exc)}") from None
+    try:
+        os.stat(resolved)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _invalid(f"symlink loop: {given!r} never reaches a file") from None
+    except ValueError:
+        raise _invalid(f"cannot resolve path {given!r}") from None
+    return resolved
+
+
+def _os_reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+
+
+def _is_secret(param: str) -> bool:
+    name = unquote_plus(param.partition("=")[0]).strip().lower()
+    return name in _SECRET_PARAMS or name.startswith(_SECRET_PREFIXES)
+
+
+def _split_url(url: str) -> tuple[str, bool, str, str, str]:
+    """Scheme, whether there is user info, host (with port), path and query, split by hand the
+    way ``urlsplit`` does (the authority ends at the first ``/``, ``?`` or ``#``; the fragment
+    is dropped), so what is kept is kept byte for byte and a malformed URL still splits."""
+    head, _, rest = url.partition("://")
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    _, at, host = rest[:cut].rpartition("@")
+    path, _, query = rest[cut:].partition("#")[0].partition("?")
+    return head, bool(at), host, path, query
+
+
+def _without_secrets(url: str, mark: str | None) -> str:
+    """``url`` without user info, fragment and secret query parameters; with ``mark`` put where
+    something was taken out."""
+    head, had_user, host, path, query = _split_url(url)
+    params = [p for p in query.split("&") if p]
+    kept = [p for p in params if not _is_secret(p)]
+    if mark is not None and len(kept) < len(params):
+        kept.append(mark)
+    if mark is not None and had_user:
+        host = f"{mark}@{host}"
+    return f"{head}://{host}{path}" + (f"?{'&'.join(kept)}" if kept else "")
+
+
+def _without_query(value: str) -> str:
+    """A reference that failed to parse, safe to quote in its error: no user info, no query."""
+    head, _, host, path, query = _split_url(value)
+    return f"{head}://{host}{path}" + (f"?{_MARK}" if query else "")
 
 
 class Status(StrEnum):

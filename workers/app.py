@@ -16,8 +16,10 @@ from tagger.logs import configure_json_logging
 from tagger.queueing import make_celery
 from workers.backfill_task import register_backfill_task
 from workers.beat import beat_schedule
+from workers.broker import TRANSPORT as REDIS_TRANSPORT
 from workers.resources import ResourceHolder
 from workers.tasks import register_tasks
+from workers.visibility import VisibilityRenewal
 
 
 def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder]:
@@ -26,6 +28,11 @@ def create_app(settings: Settings | None = None) -> tuple[Celery, ResourceHolder
     app.conf.beat_schedule = beat_schedule(settings)
     if settings.worker.concurrency:
         app.conf.worker_concurrency = settings.worker.concurrency
+    # The last guard of the memory budget: a child that ends a task above it is replaced.
+    app.conf.worker_max_memory_per_child = settings.worker.max_memory_mb * 1024  # KiB
+    app.steps["consumer"].add(VisibilityRenewal)
+    if settings.worker.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = REDIS_TRANSPORT  # survives a Redis restart, see its docs
     holder = ResourceHolder(settings)
     register_tasks(app, holder)
     register_backfill_task(app, settings)

@@ -1,30 +1,41 @@
-"""The tagging task: one batch of references through the pipeline into the store.
+"""The tagging task: one batch of references through :func:`tagger.pipeline.tag_and_store`.
 
-Idempotent by construction: the store is asked what it already holds (ref, ETag, model
-version) before any work, and results are saved per inference batch, so a redelivered task
-(a worker killed mid-batch, ``acks_late``) redoes only what was not yet saved.
+What happens to a batch under faults, decided here and nowhere else:
+
+* A photo fails *transiently* (S3 or its host down): the rest of the batch is saved, and the
+  failed ones are sent again as a new task after an exponential backoff with full jitter
+  (at most ``worker.retry_backoff_max``), for as long as ``worker.outage_patience`` since their
+  first failure; the next attempt after that records them as ``failed`` with
+  ``transient=true``, visible in ``tagger failures`` and retried by the next backfill.
+  Retries are counted in time, not in attempts, so a 20-minute outage cannot exhaust them.
+* The *store* is unreachable: the task waits for it (``worker.store_wait``) and then hands the
+  whole message back to the queue (``Reject(requeue=True)``) — no retry budget, no ack, so a
+  database outage of any length loses nothing; while the store is down nothing could be
+  recorded anyway.
+* The worker *dies* (SIGKILL, OOM): the unacked message is renewed by no one and comes back
+  within ``visibility_timeout + unacked_restore_interval`` (see :mod:`workers.visibility`).
+
+Every path is idempotent on (ref identity, ETag, model version), so a batch that runs twice
+tags nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-from types import MappingProxyType
+import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
-from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
+from tagger.errors import StoreUnavailable
+from tagger.pipeline import tag_and_store
 from tagger.queueing import TAG_TASK, TagBatchRequest
-from tagger.schemas import Status, TagResult
+from tagger.schemas import TagResult
 from workers.resources import ResourceHolder
 
 log = logging.getLogger(__name__)
-
-_JOB_STATE = MappingProxyType(
-    {Status.TAGGED: "done", Status.FAILED: "failed", Status.SKIPPED: "skipped"}
-)
 
 
 def register_tasks(app: Celery, holder: ResourceHolder) -> None:
@@ -36,34 +47,56 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        max_retries=settings.retry_max,
+        max_retries=None,  # bounded by outage_patience in time, not by a count
         ignore_result=True,
-        # The store or broker briefly unreachable: the whole batch is retried later rather
-        # than acked as failed, so no photo is lost to a database restart.
-        autoretry_for=(OperationalError, InterfaceError, RedisConnectionError),
-        retry_backoff=True,
-        retry_backoff_max=int(settings.retry_backoff_max),
-        retry_jitter=True,
+        time_limit=settings.task_time_limit,
     )
-    def tag_batch(self: Task, job_id: str, refs: list[str], force: bool = False) -> dict[str, int]:
-        request = TagBatchRequest(job_id=job_id, refs=refs, force=force)
+    def tag_batch(
+        self: Task,
+        job_id: str,
+        refs: list[str],
+        force: bool = False,
+        first_failure_at: float | None = None,
+    ) -> dict[str, int]:
+        request = TagBatchRequest(
+            job_id=job_id, refs=refs, force=force, first_failure_at=first_failure_at
+        )
         resources = holder.get()
-        store, pipeline = resources.store, resources.pipeline
-        known = {} if request.force else store.known(request.refs)
-        final = self.request.retries >= self.max_retries
-        retry: list[str] = []
+        now = time.time()
+        final = (
+            request.first_failure_at is not None
+            and now - request.first_failure_at >= settings.outage_patience
+        )
         counts = {"tagged": 0, "failed": 0, "skipped": 0, "retrying": 0}
-        for batch in pipeline.tag_stream(request.refs, known, resources.settings.batch_size):
-            keep = [r for r in batch if not (r.transient and not final)]
-            retry.extend(r.ref for r in batch if r.transient and not final)
-            store.save([r for r in keep if r.status != Status.SKIPPED])
-            if resources.writeback is not None:
-                resources.writeback.write(keep)
-            store.mark_job_items(request.job_id, {r.ref: _JOB_STATE[r.status] for r in keep})
-            _count(counts, keep)
+        retry: list[str] = []
+        try:
+            for stored in tag_and_store(
+                resources.pipeline,
+                resources.store,
+                request.refs,
+                job_id=request.job_id,
+                force=request.force,
+                retry_transient=not final,
+                writeback=resources.writeback,
+                batch_size=resources.settings.batch_size,
+            ):
+                retry.extend(stored.retry)
+                _count(counts, stored.results)
+        except StoreUnavailable as exc:
+            log.warning(
+                "store unavailable; batch handed back to the queue",
+                extra={"job_id": job_id, "photos": len(refs), "reason": exc.reason},
+            )
+            raise Reject(exc.reason, requeue=True) from None
         counts["retrying"] = len(retry)
         log.info("batch done", extra={"job_id": job_id, **counts})
         if retry:
+            again = TagBatchRequest(
+                job_id=job_id,
+                refs=retry,
+                force=force,
+                first_failure_at=request.first_failure_at or now,
+            )
             countdown = get_exponential_backoff_interval(
                 factor=1,
                 retries=self.request.retries,
@@ -71,8 +104,9 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
                 full_jitter=True,
             )
             raise self.retry(
-                kwargs=TagBatchRequest(job_id=job_id, refs=retry, force=force).model_dump(),
+                kwargs=again.model_dump(),
                 countdown=max(1, countdown),
+                kwargsrepr=again.redacted_repr(),
             )
         return counts
 

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tagger.bench import run_backfill_bench, run_bench
 from tagger.config import Settings
+from tagger.devservers import DevServerError
 
 
 def bench(
@@ -26,9 +27,18 @@ def bench(
 ) -> None:
     """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
     err = Console(stderr=True)
-    report = run_bench(
-        Settings(), photos, copies=copies, naive_photos=naive_photos, repeat=repeat, say=err.print
-    )
+    try:
+        report = run_bench(
+            Settings(),
+            photos,
+            copies=copies,
+            naive_photos=naive_photos,
+            repeat=repeat,
+            say=err.print,
+        )
+    except DevServerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
 
@@ -40,9 +50,13 @@ def bench_backfill(
 ) -> None:
     """Listing + check + submit rate of the backfill against a local moto S3 server."""
     err = Console(stderr=True)
-    report = run_backfill_bench(
-        Settings(), objects=objects, already_tagged=already_tagged, say=err.print
-    )
+    try:
+        report = run_backfill_bench(
+            Settings(), objects=objects, already_tagged=already_tagged, say=err.print
+        )
+    except DevServerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
 

@@ -13,7 +13,7 @@ from tagger.cli.output import print_json_lines, progress, results_table
 from tagger.config import Settings
 from tagger.evaluation import evaluate, labelled_photos
 from tagger.localfiles import find_photos
-from tagger.pipeline import Pipeline
+from tagger.pipeline import Pipeline, tag_and_store
 from tagger.schemas import Status, TagResult
 from tagger.store import SqlTagStore
 
@@ -41,7 +41,7 @@ def tag(
     settings = settings_for(arch)
     err = Console(stderr=True)
     files = [str(path) for path in find_photos(paths)]
-    missing = [path for path in paths if not path.exists()]
+    missing = [path for path in paths if not path.exists() and not path.is_symlink()]
     for path in missing:
         err.print(f"[yellow]not found:[/yellow] {path}")
     if not files:
@@ -50,14 +50,13 @@ def tag(
     store = SqlTagStore.from_settings(settings)
     shown: list[TagResult] = []
     with Pipeline.from_settings(settings, allow_local_paths=True) as pipeline:
-        known = {} if force else store.known(files)
         started = time.perf_counter()
         with progress(err) as bar:
             task = bar.add_task("tagging", total=len(files), rate=0.0)
-            for batch in pipeline.tag_stream(files, known):
-                store.save([r for r in batch if r.status != Status.SKIPPED])
-                stored = store.get_many([r.ref for r in batch if r.status == Status.SKIPPED])
-                batch = [stored.get(r.ref, r) if r.status == Status.SKIPPED else r for r in batch]
+            for stored_batch in tag_and_store(
+                pipeline, store, files, force=force, show_stored=True
+            ):
+                batch = stored_batch.results
                 shown.extend(batch)
                 done = len(shown)
                 bar.update(task, advance=len(batch), rate=done / (time.perf_counter() - started))
@@ -78,7 +77,7 @@ def show(
     from tagger.schemas import PhotoRef
 
     store = SqlTagStore.from_settings(Settings())
-    wanted = [PhotoRef.parse(ref).uri for ref in refs]
+    wanted = [PhotoRef.parse(ref).identity for ref in refs]
     found = store.get_many(wanted)
     store.close()
     results = [found[ref] for ref in wanted if ref in found]

@@ -41,6 +41,10 @@ def worker(
         str(concurrency or settings.worker.concurrency or os.cpu_count() or 1),
         *ctx.args,
     ]
+    if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in ctx.args):
+        # Two workers on one host with the same node name confuse remote control and Flower;
+        # the PID makes each unique unless the operator names them.
+        argv += ["-n", f"tagger-{os.getpid()}@%h"]
     os.execv(sys.executable, argv)
 
 

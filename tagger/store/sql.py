@@ -38,8 +38,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tagger.config import Settings
+from tagger.errors import StoreUnavailable
 from tagger.schemas import ClassScore, JobCounts, Status, Tag, TagResult
 from tagger.store.base import PhotoState, SearchHit, normalise_tag
 from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, metadata, photos
@@ -198,12 +200,19 @@ class SqlTagStore:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        self._ensure_schema()
-        with self._engine.connect() as conn:
-            if write:
-                conn.execution_options(**{_WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        """One transaction; a database that cannot be reached (refused, restarting, locked
+        past the busy timeout, connection dropped mid-transaction) surfaces as the typed,
+        transient :class:`StoreUnavailable`, so callers wait for it instead of losing work."""
+        try:
+            self._ensure_schema()
+            with self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except (OperationalError, InterfaceError) as exc:
+            cause = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+            raise StoreUnavailable(f"store {self.url} unreachable ({cause})") from exc
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         if self._dialect == "postgresql":

@@ -122,8 +122,8 @@ def store_url(tmp_path: Path) -> Iterator[str]:
 def service_settings(
     s3_settings: Settings, redis_server: str, store_url: str, model_dir: Path, artifact: object
 ) -> Settings:
-    """Settings for the whole service: moto S3, private Redis, PostgreSQL, the built model,
-    a queue of this test's own, and fast retries so outage tests finish quickly."""
+    """Settings for the whole service: moto S3, private Redis, PostgreSQL, the built model and
+    a queue of this test's own; every fault-handling setting is the product's default."""
     queue = f"tagger-{uuid.uuid4().hex[:8]}"
     return s3_settings.model_copy(
         update={
@@ -133,9 +133,6 @@ def service_settings(
                 broker_url=f"{redis_server}/0",
                 queue=queue,
                 batch_size=16,
-                retry_max=8,
-                retry_backoff_max=4.0,
-                visibility_timeout=3600,
             ),
         }
     )

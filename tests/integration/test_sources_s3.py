@@ -13,10 +13,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from tagger.config import ImageSettings, Settings
+from tagger.devservers import MotoServer
 from tagger.errors import FetchFailed, ImageTooLarge, NotFound
 from tagger.schemas import PhotoRef
 from tagger.sources import Fetcher
-from tests.integration.conftest import MotoServer, settings_for
+from tests.integration.conftest import settings_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,6 +52,20 @@ def test_fetch_returns_bytes_and_the_objects_etag(
     assert fetched.ref == ref.uri
     assert fetched.etag == put["ETag"].strip('"')
     assert head == fetched.etag
+
+
+def test_keys_with_url_punctuation_are_fetched_as_written(
+    s3_settings: Settings, moto_s3: S3Client, bucket: str, photo: bytes
+) -> None:
+    """A key may hold ``?``, ``#`` and ``%``; the reference is split by hand, never parsed as a
+    URL, so the object asked for is exactly the one named."""
+    key = "odd/a?b=1#c%20d.jpg"
+    moto_s3.put_object(Bucket=bucket, Key=key, Body=photo)
+    ref = PhotoRef(uri=f"s3://{bucket}/{key}")
+    assert ref.identity == ref.uri
+    with Fetcher(s3_settings) as fetcher:
+        assert fetcher.fetch(ref).data == photo
+        assert fetcher.head(ref) is not None
 
 
 def test_missing_key_and_bucket_are_not_found(s3_settings: Settings, bucket: str) -> None:

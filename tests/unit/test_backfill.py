@@ -25,11 +25,11 @@ from tagger.backfill import (
     ListingFailed,
     LockLost,
     Target,
-    transient_error_codes,
     verdict,
 )
 from tagger.cli import backfill as backfill_cli
 from tagger.config import BackfillSettings, Settings, WorkerSettings
+from tagger.errors import transient_codes
 from tagger.schemas import Status, TagResult
 from tagger.store import PhotoState, SqlTagStore
 from workers.beat import beat_schedule
@@ -161,7 +161,7 @@ def run(
 
 # -- decisions ------------------------------------------------------------------------------
 
-TRANSIENT = transient_error_codes()
+TRANSIENT: frozenset[str] = transient_codes()
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ TRANSIENT = transient_error_codes()
             "changed",
         ),
         (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "fetch_failed", "transient"),
-        (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "internal", "transient"),
+        (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "internal", "failed"),
     ],
 )
 def test_verdict(state: PhotoState | None, etag: str, error: str | None, expected: str) -> None:
@@ -194,8 +194,11 @@ def test_verdict(state: PhotoState | None, etag: str, error: str | None, expecte
 
 
 def test_transient_codes_come_from_the_error_types() -> None:
-    assert {"fetch_failed", "transient", "internal"} <= TRANSIENT
-    assert not {"not_an_image", "not_found", "corrupt", "too_large"} & TRANSIENT
+    assert {"fetch_failed", "transient", "store_unavailable"} <= TRANSIENT
+    # a bug (internal) and a truncated photo do not heal on retry
+    assert not {"not_an_image", "not_found", "corrupt", "truncated", "too_large", "internal"} & (
+        TRANSIENT
+    )
 
 
 @pytest.mark.parametrize(

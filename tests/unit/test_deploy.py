@@ -728,3 +728,30 @@ def test_autoscalers_watch_the_worker_queue(manifests: list[Manifest]) -> None:
     assert trigger["metadata"]["address"] == f"{broker.hostname}:{broker.port}"
     assert trigger["metadata"]["databaseIndex"] == broker.path.strip("/")
     assert trigger["metadata"]["listName"] == env["TAGGER_WORKER__QUEUE"], "Celery's queue list"
+
+
+def test_worker_memory_limit_holds_its_processes_budgets(manifests: list[Manifest]) -> None:
+    worker = container(one(manifests, "Deployment", "tagger-worker"))
+    env = k8s_env(manifests)
+    limit = worker["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") or limit.endswith("Gi")
+    limit_mib = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    budgets = int(env["TAGGER_WORKER__CONCURRENCY"]) * int(env["TAGGER_WORKER__MAX_MEMORY_MB"])
+    assert limit_mib >= budgets + 256, "the kernel would OOM-kill the pod before Celery acts"
+
+
+def test_compose_and_kubernetes_carry_the_same_fault_settings(
+    manifests: list[Manifest], tagger_env: dict[str, str]
+) -> None:
+    env = k8s_env(manifests)
+    names = [
+        "TAGGER_WORKER__VISIBILITY_TIMEOUT",
+        "TAGGER_WORKER__UNACKED_RESTORE_INTERVAL",
+        "TAGGER_WORKER__TASK_TIME_LIMIT",
+        "TAGGER_WORKER__OUTAGE_PATIENCE",
+        "TAGGER_WORKER__MAX_MEMORY_MB",
+    ]
+    assert {name: env[name] for name in names} == {name: tagger_env[name] for name in names}
+    visibility = int(env["TAGGER_WORKER__VISIBILITY_TIMEOUT"])
+    sweep = int(env["TAGGER_WORKER__UNACKED_RESTORE_INTERVAL"])
+    assert visibility + sweep <= 60, "a dead worker's batch must be back within a minute"

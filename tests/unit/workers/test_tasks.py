@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from celery import Celery
-from sqlalchemy.exc import OperationalError
 
 from tagger.config import Settings, WorkerSettings
+from tagger.errors import ErrorCode, StoreUnavailable
 from tagger.queueing import TAG_TASK, make_celery
 from tagger.schemas import Status, TagResult
 from workers.tasks import register_tasks
@@ -28,7 +29,7 @@ class FakeStore:
     def save(self, results: Sequence[TagResult]) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
-            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+            raise StoreUnavailable("store unreachable (OperationalError)")
         self.saved.extend(results)
 
     def mark_job_items(self, job_id: str, states: Mapping[str, str]) -> None:
@@ -36,17 +37,22 @@ class FakeStore:
 
 
 class FakePipeline:
-    def __init__(self, transient: set[str]) -> None:
+    """Fails the refs in ``transient`` for their first ``failures`` attempts."""
+
+    def __init__(self, settings: Settings, transient: set[str], failures: int = 10**6) -> None:
+        self.settings = settings
         self.transient = transient
+        self.failures = failures
         self.calls: list[list[str]] = []
 
     def tag_stream(
         self, refs: Sequence[str], known: Mapping[str, Any], batch_size: int
     ) -> Iterator[list[TagResult]]:
         self.calls.append(list(refs))
+        failing = len(self.calls) <= self.failures
         yield [
             TagResult(ref=ref, status=Status.FAILED, error="fetch_failed", transient=True)
-            if ref in self.transient
+            if ref in self.transient and failing
             else TagResult(ref=ref, status=Status.TAGGED, model_version="v1")
             for ref in refs
         ]
@@ -69,39 +75,72 @@ class FakeHolder:
         return self.resources
 
 
-def eager_app(store: FakeStore, pipeline: FakePipeline, retry_max: int = 3) -> Celery:
-    settings = Settings(worker=WorkerSettings(retry_max=retry_max, retry_backoff_max=1))
+def settings_with(**worker: Any) -> Settings:
+    return Settings(worker=WorkerSettings(retry_backoff_max=1, **worker))
+
+
+def eager_app(settings: Settings, store: FakeStore, pipeline: FakePipeline) -> Celery:
     app = make_celery(settings)
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = False
-    register_tasks(app, FakeHolder(settings, FakeResources(settings, pipeline, store)))  # type: ignore[arg-type]
+    resources = FakeResources(settings, pipeline, store)
+    register_tasks(app, FakeHolder(settings, resources))  # type: ignore[arg-type]
     return app
 
 
-def test_a_database_outage_retries_the_batch_instead_of_losing_it() -> None:
+def test_a_short_store_outage_is_waited_out_inside_the_task() -> None:
+    settings = settings_with(store_wait=10)
     store = FakeStore(fail_saves=2)
-    pipeline = FakePipeline(transient=set())
-    app = eager_app(store, pipeline)
+    pipeline = FakePipeline(settings, transient=set())
+    app = eager_app(settings, store, pipeline)
     result = app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": ["s3://b/a.jpg"]})
     assert result.successful(), result.traceback
     assert [r.ref for r in store.saved] == ["s3://b/a.jpg"]
-    assert len(pipeline.calls) == 3
+    assert store.marked == {"s3://b/a.jpg": "done"}
+    assert len(pipeline.calls) == 1, "the photo was inferred once; only the save waited"
 
 
-def test_transient_photos_are_retried_alone_and_recorded_on_the_last_attempt() -> None:
+def test_a_long_store_outage_hands_the_batch_back_instead_of_acking_it() -> None:
+    settings = settings_with(store_wait=0.3)
+    store = FakeStore(fail_saves=10**6)
+    pipeline = FakePipeline(settings, transient=set())
+    app = eager_app(settings, store, pipeline)
+    result = app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": ["s3://b/a.jpg"]})
+    assert result.state == "REJECTED"
+    assert store.saved == [] and store.marked == {}
+
+
+def test_transient_photos_are_retried_alone_until_they_succeed() -> None:
+    settings = settings_with()
     store = FakeStore()
-    pipeline = FakePipeline(transient={"s3://b/flaky.jpg"})
-    app = eager_app(store, pipeline, retry_max=2)
+    pipeline = FakePipeline(settings, transient={"s3://b/flaky.jpg"}, failures=3)
+    app = eager_app(settings, store, pipeline)
     refs = ["s3://b/ok.jpg", "s3://b/flaky.jpg"]
     app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": refs})
-    assert pipeline.calls == [refs, ["s3://b/flaky.jpg"], ["s3://b/flaky.jpg"]]
-    assert store.marked == {"s3://b/ok.jpg": "done", "s3://b/flaky.jpg": "failed"}
-    flaky = [r for r in store.saved if r.ref == "s3://b/flaky.jpg"]
-    assert len(flaky) == 1 and flaky[0].status == Status.FAILED
+    assert pipeline.calls == [refs] + [["s3://b/flaky.jpg"]] * 3
+    assert store.marked == {"s3://b/ok.jpg": "done", "s3://b/flaky.jpg": "done"}
+    assert all(r.status == Status.TAGGED for r in store.saved)
+
+
+def test_past_the_patience_a_transient_failure_is_recorded_not_left_queued() -> None:
+    settings = settings_with(outage_patience=60)
+    store = FakeStore()
+    pipeline = FakePipeline(settings, transient={"s3://b/down.jpg"})
+    app = eager_app(settings, store, pipeline)
+    started = time.time() - 61
+    app.tasks[TAG_TASK].apply(
+        kwargs={"job_id": "j", "refs": ["s3://b/down.jpg"], "first_failure_at": started}
+    )
+    assert len(pipeline.calls) == 1
+    assert store.marked == {"s3://b/down.jpg": "failed"}
+    [failed] = store.saved
+    assert failed.status == Status.FAILED and failed.transient
+    assert failed.error == ErrorCode.FETCH_FAILED
 
 
 def test_a_task_without_refs_is_refused() -> None:
-    app = eager_app(FakeStore(), FakePipeline(set()))
+    settings = settings_with()
+    app = eager_app(settings, FakeStore(), FakePipeline(settings, set()))
     result = app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": []})
     assert result.failed()
     with pytest.raises(ValueError):

@@ -1,11 +1,10 @@
-"""Fetching photo bytes: URL safety, limits, timeouts and error types, against real local
-servers (plain HTTP and TLS on 127.0.0.1) and a stubbed S3 client."""
+"""The https/http source against real local servers (plain HTTP and TLS on 127.0.0.1): URL
+safety on every hop, limits, timeouts, typed errors and reasons without credentials."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import socket
 import ssl
 import threading
@@ -20,43 +19,21 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import urllib3.util.connection
-from botocore.stub import Stubber
-from PIL import Image
-from skimage import data as skdata
 
-import tagger.sources
-from tagger.config import FetchSettings, ImageSettings, S3Settings, Settings
 from tagger.errors import (
     AccessDenied,
     FetchFailed,
     ImageTooLarge,
-    NotAnImage,
     NotFound,
     RefusedReference,
     TaggerError,
 )
 from tagger.schemas import PhotoRef
-from tagger.sources import Fetcher, is_public_address, redact_url
+from tagger.sources import Fetcher, urlsafety
+from tests.unit.sources.conftest import fetch, make_settings
 
 ETAG = '"v1-abc"'
 SECRET = "SIGNATURE-SECRET-123"
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    out = io.BytesIO()
-    pixels = skdata.chelsea()  # type: ignore[no-untyped-call]
-    Image.fromarray(pixels).save(out, format="JPEG", quality=85)
-    return out.getvalue()
-
-
-def make_settings(tmp_path: Path, *, max_bytes: int = 10_000_000, **fetch: Any) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        image=ImageSettings(max_bytes=max_bytes),
-        fetch=FetchSettings(**fetch),
-        s3=S3Settings(endpoint_url="http://127.0.0.1:9", region="us-east-1", max_attempts=1),
-    )
 
 
 # -- a real HTTP(S) server on loopback ----------------------------------------------------------
@@ -203,54 +180,6 @@ def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     return attempts
 
 
-def fetch(fetcher: Fetcher, uri: str) -> bytes:
-    return fetcher.fetch(PhotoRef(uri=uri)).data
-
-
-# -- address policy ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "address",
-    [
-        "127.0.0.1",
-        "127.5.5.5",
-        "10.1.2.3",
-        "172.16.0.1",
-        "192.168.1.1",
-        "169.254.169.254",
-        "169.254.170.2",
-        "100.64.0.1",
-        "100.100.100.200",
-        "0.0.0.0",
-        "224.0.0.1",
-        "255.255.255.255",
-        "192.0.2.1",
-        "::1",
-        "::",
-        "fe80::1",
-        "fc00::1",
-        "fd00:ec2::254",
-        "ff02::1",
-        "::ffff:127.0.0.1",
-        "::ffff:169.254.169.254",
-        "::ffff:10.0.0.1",
-        "64:ff9b::a9fe:a9fe",
-        "2002:7f00:1::1",
-        "not-an-address",
-    ],
-)
-def test_non_public_addresses_are_refused(address: str) -> None:
-    assert not is_public_address(address)
-
-
-@pytest.mark.parametrize(
-    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
-)
-def test_public_addresses_are_allowed(address: str) -> None:
-    assert is_public_address(address)
-
-
 @pytest.mark.parametrize(
     "uri",
     [
@@ -337,34 +266,6 @@ def test_plain_http_only_when_allowed(
     assert fetch(open_fetcher(allow_http=True), server.url("/photo.jpg")) == photo
 
 
-def test_local_paths_only_when_allowed(tmp_path: Path, photo: bytes) -> None:
-    path = tmp_path / "cat.jpg"
-    path.write_bytes(photo)
-    ref = PhotoRef(uri=str(path))
-    with pytest.raises(RefusedReference, match="local paths"):
-        Fetcher(make_settings(tmp_path)).fetch(ref)
-
-    fetched = Fetcher(make_settings(tmp_path), allow_local_paths=True).fetch(ref)
-    assert (fetched.data, fetched.etag, fetched.ref) == (photo, None, str(path))
-
-    by_setting = make_settings(tmp_path, allow_local_paths=True)
-    assert Fetcher(by_setting).fetch(PhotoRef(uri=f"file://{path}")).data == photo
-    with pytest.raises(RefusedReference):
-        Fetcher(by_setting, allow_local_paths=False).fetch(ref)
-
-
-def test_local_path_failures(tmp_path: Path, photo: bytes) -> None:
-    fetcher = Fetcher(make_settings(tmp_path, max_bytes=len(photo) - 1), allow_local_paths=True)
-    with pytest.raises(NotFound):
-        fetcher.fetch(PhotoRef(uri=str(tmp_path / "absent.jpg")))
-    with pytest.raises(NotAnImage, match="directory"):
-        fetcher.fetch(PhotoRef(uri=str(tmp_path)))
-    big = tmp_path / "big.jpg"
-    big.write_bytes(photo)
-    with pytest.raises(ImageTooLarge):
-        fetcher.fetch(PhotoRef(uri=str(big)))
-
-
 # -- downloads from a real local server -------------------------------------------------------
 
 
@@ -436,7 +337,7 @@ def test_every_redirect_hop_is_checked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Pretend only 127.0.0.1 is public, so a hop to 127.0.0.2 plays the internal address.
-    monkeypatch.setattr(tagger.sources, "is_public_address", lambda a: a == "127.0.0.1")
+    monkeypatch.setattr(urlsafety, "is_public_address", lambda a: a == "127.0.0.1")
     fetcher = open_fetcher(allow_private_addresses=False)
     with pytest.raises(RefusedReference, match=r"non-public address 127\.0\.0\.2"):
         fetch(fetcher, server.url(f"/to?loc=http://127.0.0.2:{server.port}/photo.jpg"))
@@ -475,12 +376,6 @@ def test_unreachable_port_fails_as_transient(open_fetcher: Callable[..., Fetcher
 
 
 # -- no credentials in reasons ----------------------------------------------------------------
-
-
-def test_redact_url_drops_query_and_user_info() -> None:
-    shown = redact_url(f"https://me:{SECRET}@Example.com:8443/a/b.jpg?X-Amz-Signature={SECRET}#f")
-    assert SECRET not in shown
-    assert shown == "https://example.com:8443/a/b.jpg?<redacted>"
 
 
 @pytest.mark.parametrize(
@@ -602,72 +497,3 @@ def test_https_redirect_to_plain_http_is_refused(
     with pytest.raises(RefusedReference, match="plain http"):
         fetch(open_fetcher(allow_http=False), secure.url(f"/to?loc={target}", host="localhost"))
     assert plain.seen == []
-
-
-# -- S3 responses, stubbed (the real protocol is tested against moto in integration) -----------
-
-
-class _UnreadableBody:
-    """A body that fails the test if anyone reads it."""
-
-    closed = False
-
-    def read(self, amt: int | None = None) -> bytes:
-        raise AssertionError("body read although ContentLength was over the limit")
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.mark.usefixtures("aws_env")
-def test_s3_content_length_checked_before_reading(tmp_path: Path) -> None:
-    fetcher = Fetcher(make_settings(tmp_path, max_bytes=1000))
-    body = _UnreadableBody()
-    with Stubber(fetcher.s3_client) as stub:
-        stub.add_response(
-            "get_object",
-            {"Body": body, "ContentLength": 5000, "ETag": '"e1"'},
-            {"Bucket": "photos", "Key": "big.jpg"},
-        )
-        with pytest.raises(ImageTooLarge, match="5000 bytes"):
-            fetcher.fetch(PhotoRef(uri="s3://photos/big.jpg"))
-    assert body.closed
-
-
-@pytest.mark.usefixtures("aws_env")
-@pytest.mark.parametrize(
-    ("code", "status", "error"),
-    [
-        ("NoSuchKey", 404, NotFound),
-        ("NoSuchBucket", 404, NotFound),
-        ("AccessDenied", 403, AccessDenied),
-        ("SlowDown", 503, FetchFailed),
-        ("InternalError", 500, FetchFailed),
-    ],
-)
-def test_s3_errors_become_typed_errors(
-    tmp_path: Path, code: str, status: int, error: type[TaggerError]
-) -> None:
-    fetcher = Fetcher(make_settings(tmp_path))
-    with Stubber(fetcher.s3_client) as stub:
-        stub.add_client_error("get_object", code, http_status_code=status)
-        with pytest.raises(error, match=code) as caught:
-            fetcher.fetch(PhotoRef(uri="s3://photos/cat.jpg"))
-    assert caught.type is error
-
-
-@pytest.mark.usefixtures("aws_env")
-def test_s3_head_returns_unquoted_etag_and_others_none(tmp_path: Path) -> None:
-    fetcher = Fetcher(make_settings(tmp_path))
-    with Stubber(fetcher.s3_client) as stub:
-        stub.add_response("head_object", {"ETag": '"abc123"'}, {"Bucket": "b", "Key": "k.jpg"})
-        assert fetcher.head(PhotoRef(uri="s3://b/k.jpg")) == "abc123"
-    assert fetcher.head(PhotoRef(uri="https://example.com/x.jpg")) is None
-    assert fetcher.head(PhotoRef(uri=str(tmp_path / "x.jpg"))) is None
