@@ -249,7 +249,10 @@ class Lease:
                 self._lost.set()
                 return
             except (LockError, RedisError) as exc:
-                log.warning("renewing backfill lock %s failed: %s", self.name, type(exc).__name__)
+                log.warning(
+                    "renewing backfill lock failed",
+                    extra={"lock": self.name, "error": type(exc).__name__},
+                )
                 if time.monotonic() - last_ok >= self.timeout:
                     self._lost.set()
                     return
@@ -265,7 +268,10 @@ class Lease:
         try:
             self._lock.release()
         except (LockError, RedisError) as exc:  # expired or unreachable: nothing left to free
-            log.warning("releasing backfill lock %s: %s", self.name, type(exc).__name__)
+            log.warning(
+                "releasing backfill lock failed",
+                extra={"lock": self.name, "error": type(exc).__name__},
+            )
 
     def __enter__(self) -> Self:
         return self

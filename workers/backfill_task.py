@@ -38,6 +38,6 @@ def register_backfill_task(app: Celery, settings: Settings) -> None:
             with TaggerClient(settings) as client, hold_lock(settings, parsed) as lease:
                 summary = run_backfill(settings, parsed, client.store, client, options, lease=lease)
         except LockHeld as exc:
-            log.info("backfill not started: %s", exc, extra={"target": parsed.uri})
+            log.info("backfill not started", extra={"target": parsed.uri, "reason": str(exc)})
             return {"target": parsed.uri, "locked": True}
         return summary.model_dump(mode="json")

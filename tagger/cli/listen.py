@@ -3,6 +3,11 @@
 Both stop cleanly on SIGTERM or SIGINT and exit 0: the SQS listener finishes the poll in hand
 (its submit and its deletes), the webhook stops accepting and submits what it had accepted.
 Each logs one JSON line per event to stderr.
+
+A configuration mistake (invalid TAGGER_* settings, a queue URL that is not one, a queue whose
+region nothing names) is one red line and exit status 2, before anything connects; a queue
+that does not exist or refuses us is exit status 1. Never a traceback: they are the operator's
+to fix, not a bug's.
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ from typing import Annotated
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from tagger.client import TaggerClient
 from tagger.config import Settings
 from tagger.logs import configure_json_logging
-from tagger.triggers.sqs import SqsListener
+from tagger.triggers.sqs import QueueConfigError, SqsListener, sqs_client
 from tagger.triggers.webhook import WebhookListener
 
 log = logging.getLogger("tagger.cli.listen")  # by name: also right when run with -m
+
+_CONFIG_ERROR = 2  # the exit status of a mistake in the configuration or the arguments
 
 listen_app = typer.Typer(
     help="Listen for bucket notifications (SQS or webhook) and submit the new photos.",
@@ -36,7 +45,10 @@ def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received; finishing current work", signal.Signals(signum).name)
+        log.info(
+            "stop signal received; finishing current work",
+            extra={"signal": signal.Signals(signum).name},
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)
@@ -56,16 +68,22 @@ def sqs(
 ) -> None:
     """Long-poll an SQS queue of S3 notifications; delete each message once it is submitted."""
     configure_json_logging()
-    settings = Settings()
+    err = Console(stderr=True)
+    settings = _settings(err)
     if wait is not None:
         settings.triggers.sqs_wait_seconds = wait
+    try:
+        sqs = sqs_client(settings, queue_url)
+    except (QueueConfigError, BotoCoreError, ValueError) as exc:
+        err.print(f"[red]cannot use queue {escape(queue_url)}: {escape(str(exc))}[/red]")
+        raise typer.Exit(_CONFIG_ERROR) from None
     stop = _stop_on_signals()
     with TaggerClient(settings) as client:
-        listener = SqsListener(queue_url, settings, client)
+        listener = SqsListener(queue_url, settings, client, sqs=sqs)
         try:
             listener.check()
         except (ClientError, BotoCoreError) as exc:
-            Console(stderr=True).print(f"[red]cannot use queue {queue_url}: {exc}[/red]")
+            err.print(f"[red]cannot use queue {escape(queue_url)}: {escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         listener.run(stop)
 
@@ -82,8 +100,8 @@ def http(
 ) -> None:
     """Serve POST /events for webhook notifications (MinIO, SNS), with a bearer token."""
     configure_json_logging()
-    settings = Settings()
     err = Console(stderr=True)
+    settings = _settings(err)
     token = settings.listener_token
     if token is None or not token.get_secret_value():
         err.print("[red]set TAGGER_LISTENER_TOKEN: the webhook refuses to run without one[/red]")
@@ -92,12 +110,25 @@ def http(
         try:
             listener = WebhookListener(settings, client, host=host, port=port)
         except OSError as exc:
-            err.print(f"[red]cannot listen: {exc}[/red]")
+            err.print(f"[red]cannot listen: {escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         stop = _stop_on_signals()
         with listener:
             while not stop.wait(0.5):
                 pass
+
+
+def _settings(err: Console) -> Settings:
+    """Settings from the environment, or one line naming what is wrong and exit status 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        err.print(f"[red]invalid TAGGER_* configuration: {escape(problems)}[/red]")
+        raise typer.Exit(_CONFIG_ERROR) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,8 @@ def results_table(results: Iterable[TagResult]) -> Table:
     for result in results:
         style = _STATUS_STYLE[result.status]
         if result.status == Status.FAILED:
-            tags = f"[red]{result.reason}[/red]"
+            kind = f"{result.error}, transient" if result.transient else str(result.error)
+            tags = f"[red]{result.reason}[/red] ({kind})"
             top = ""
         else:
             tags = ", ".join(

@@ -41,7 +41,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tagger.config import Settings
-from tagger.errors import StoreUnavailable
+from tagger.errors import StoreUnavailable, transient_codes
 from tagger.schemas import ClassScore, JobCounts, Status, Tag, TagResult
 from tagger.store.base import PhotoState, SearchHit, normalise_tag
 from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, metadata, photos
@@ -49,6 +49,8 @@ from tagger.store.tables import tags as tag_index
 
 _IN_CHUNK = 500
 """Refs per ``IN (…)`` list; far below SQLite's and PostgreSQL's bound-parameter limits."""
+
+_TRANSIENT: frozenset[str] = transient_codes()
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "tagger_write"
@@ -290,6 +292,8 @@ class SqlTagStore:
                 status=Status(row.status),
                 reason=row.reason,
                 error=row.error,
+                # a property of the error kind, so it needs no column of its own
+                transient=row.error in _TRANSIENT,
                 model_version=row.model_version,
                 etag=row.etag,
                 width=row.width,

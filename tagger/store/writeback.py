@@ -33,7 +33,7 @@ def sidecar_key(prefix: str, ref: PhotoRef) -> str:
         bucket, key = ref.bucket_key
         name = f"{bucket}/{key}"
     else:
-        name = "refs/" + hashlib.sha256(ref.uri.encode()).hexdigest()
+        name = "refs/" + hashlib.sha256(ref.identity.encode()).hexdigest()
     return f"{prefix.strip('/')}/{name}.json".lstrip("/")
 
 
@@ -104,5 +104,8 @@ class S3WriteBack:
                     )
             except (ClientError, BotoCoreError) as exc:
                 failures += 1
-                log.warning("write-back failed for %s: %s", ref.uri, type(exc).__name__)
+                log.warning(
+                    "write-back failed",
+                    extra={"ref": ref.redacted, "error": type(exc).__name__},
+                )
         return failures

@@ -6,9 +6,20 @@ over HTTP, or in a Lambda's SNS record), as an EventBridge "Object Created" even
 webhook body. One parser unwraps them all, so the SQS listener, the webhook listener and the
 Lambda handler can never disagree on which objects are photos to tag.
 
-It is pure: no network, no client. What to do with a subscription confirmation (confirm it) or
-with the refs (submit them) is the caller's business; see ``triggers_sqs``, ``triggers_http``,
-``triggers_sns`` and ``triggers_lambda``.
+It is pure: no network, no client, no broker (an import-linter contract keeps it so). What to do
+with a subscription confirmation (confirm it) or with the refs (submit them) is the caller's
+business; see :mod:`~tagger.triggers.sqs`, :mod:`~tagger.triggers.webhook`,
+:mod:`~tagger.triggers.sns` and :mod:`~tagger.triggers.aws_lambda`.
+
+Hostile input: whoever can send to the queue or the webhook chooses the bytes, so every JSON
+text is bounded *before* it is parsed: its size (``triggers.http_max_body_bytes``, the one
+body-size setting; an SQS message is at most 1 MiB anyway) and its bracket nesting
+(:data:`_MAX_JSON_NESTING`, by a linear scan outside strings), with :func:`json.loads` guarded
+against :class:`RecursionError` as well. A body of 50 000 ``[`` would otherwise raise
+RecursionError, which is no :class:`MalformedEvent` and so escaped every listener's error
+handling, killing the SQS listener on each redelivery of the same poison message. Records are
+bounded too (their number, the key's length), and values quoted in a reason are shortened with
+:mod:`reprlib`, so a reason is always one short log line.
 
 Duplicates: S3 delivers at least once, and a multipart upload can emit two records for one
 object, so records are deduplicated here by (bucket, key, ETag or sequencer) within one parse
@@ -19,18 +30,33 @@ and model version = no work) makes a late duplicate cost one store lookup, not a
 from __future__ import annotations
 
 import json
+import re
+import reprlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from itertools import accumulate
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.config import TriggerSettings
-from tagger.errors import PermanentError
+from tagger.errors import ErrorCode, PermanentError
 from tagger.schemas import PhotoRef
 
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _MAX_DEPTH = 4  # S3 → SNS → SQS → Lambda is three envelopes; more is not a real notification
+# Brackets open at once in one JSON text. A real notification needs about six (MinIO's body is
+# the deepest); 64 leaves room for any sender's extras and stays far below the interpreter's
+# recursion limit, whatever the caller's stack depth.
+_MAX_JSON_NESTING: Final = 64
+# A Lambda's SQS batch holds at most 10 000 records; S3 itself sends one per notification.
+_MAX_RECORDS: Final = 10_000
+_MAX_KEY_BYTES: Final = 1024  # S3's (and MinIO's) limit on an object key, UTF-8 encoded
+# A JSON string, to its closing quote or to the end if it has none, so a match never fails
+# and restarts: removing the strings stays linear in the length of the text.
+_STRING: Final = re.compile(r'"(?:[^"\\]+|\\.)*"?', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+_OPEN_MINUS: Final = ord("[") + 1  # ord("[") → +1, ord("]") → -1
 
 
 class MalformedEvent(PermanentError):
@@ -40,7 +66,12 @@ class MalformedEvent(PermanentError):
     log line is enough to find the sender's mistake.
     """
 
-    code = "malformed_event"
+    code = ErrorCode.MALFORMED_EVENT
+
+
+class EventTooLarge(MalformedEvent):
+    """The payload is bigger than any notification we accept; the webhook answers 413, the
+    other faces treat it as any malformed event."""
 
 
 class ObjectCreated(BaseModel):
@@ -109,63 +140,84 @@ class EventBatch(BaseModel):
         )
 
 
-class SubmittedJob(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def total(self) -> int: ...
-
-
-class Submitter(Protocol):
-    """What the listeners need of :class:`tagger.client.TaggerClient`: a protocol, so they
-    depend on one method rather than on the broker and store behind it, and a test can pass a
-    recording fake."""
-
-    def submit(self, refs: Iterable[str | PhotoRef]) -> SubmittedJob: ...
-
-
 def parse_notification(
     payload: bytes | str | Mapping[str, Any], triggers: TriggerSettings
 ) -> EventBatch:
     """Every photo an S3-style notification announces, filtered by ``triggers``.
 
-    Raises :class:`MalformedEvent` for a payload that is not JSON or not a notification at all;
-    records that are notifications but not of a new photo (a TestEvent, a deletion, a key
-    outside the prefix or suffixes) are *skipped*, not errors.
+    Raises :class:`MalformedEvent` for a payload that is not JSON, not a notification at all,
+    or beyond the bounds (:class:`EventTooLarge` for size); never RecursionError, whatever the
+    bytes. Records that are notifications but not of a new photo (a TestEvent, a deletion, a
+    key outside the prefix or suffixes) are *skipped*, not errors.
     """
-    document = _load(payload, "$")
+    limit = triggers.http_max_body_bytes
+    if isinstance(payload, Mapping):
+        document: Any = payload
+    elif isinstance(payload, str | bytes):
+        document = _load(payload, "$", limit)
+    else:  # the typing says otherwise, but a Lambda record's body may be anything
+        raise MalformedEvent(f"$: expected JSON text or an object, got {_kind(payload)}")
     batch = EventBatch()
-    _walk(document, "$", 0, triggers, batch)
+    _walk(document, "$", 0, limit, triggers, batch)
     return batch._deduplicated()
 
 
-def _load(payload: bytes | str | Mapping[str, Any], where: str) -> Any:
-    if isinstance(payload, Mapping):
-        return payload
+def _load(payload: bytes | str, where: str, limit: int) -> Any:
+    """One JSON text, parsed only once it is known to be small and shallow enough."""
+    if len(payload) > limit:
+        raise EventTooLarge(f"{where}: {len(payload)} bytes or more, over {limit}")
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedEvent(f"{where}: not JSON ({exc})") from exc
+        text = (
+            payload.decode(json.detect_encoding(payload), "surrogatepass")
+            if isinstance(payload, bytes)
+            else payload
+        )
+        if len(text.encode("utf-8", "surrogatepass")) > limit:
+            raise EventTooLarge(f"{where}: over {limit} bytes")
+    except UnicodeError as exc:
+        raise MalformedEvent(f"{where}: not JSON ({_shorten(exc)})") from exc
+    depth = _nesting(text)
+    if depth > _MAX_JSON_NESTING:
+        raise MalformedEvent(f"{where}: JSON nested more than {_MAX_JSON_NESTING} deep")
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # the scan should have caught it; this is the second guard
+        raise MalformedEvent(f"{where}: JSON nested too deep") from exc
+    except ValueError as exc:  # JSONDecodeError, or an integer of thousands of digits
+        raise MalformedEvent(f"{where}: not JSON ({_shorten(exc)})") from exc
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting outside strings. Linear and in C throughout: the string
+    pattern cannot backtrack (an unterminated string runs to the end), and the depth is a
+    running sum over the brackets left, ``[`` and ``{`` counting +1, ``]`` and ``}`` -1."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).replace("{", "[").replace("}", "]")
+    return max(accumulate(map(_OPEN_MINUS.__sub__, brackets.encode("ascii"))), default=0)
 
 
 def _walk(
-    document: Any, where: str, depth: int, triggers: TriggerSettings, batch: EventBatch
+    document: Any,
+    where: str,
+    depth: int,
+    limit: int,
+    triggers: TriggerSettings,
+    batch: EventBatch,
 ) -> None:
     if depth > _MAX_DEPTH:
         raise MalformedEvent(f"{where}: envelopes nested more than {_MAX_DEPTH} deep")
     if not isinstance(document, Mapping):
         raise MalformedEvent(f"{where}: expected a JSON object, got {_kind(document)}")
     if document.get("Type") in _SNS_TYPES and "TopicArn" in document:
-        _sns(document, where, depth, triggers, batch)
+        _sns(document, where, depth, limit, triggers, batch)
     elif document.get("Event") == "s3:TestEvent":
         batch.skipped.append("s3:TestEvent")
     elif document.get("source") == "aws.s3" and "detail-type" in document:
         _eventbridge(document, where, triggers, batch)
     elif "Records" in document:
-        _records(document["Records"], f"{where}.Records", depth, triggers, batch)
+        _records(document["Records"], f"{where}.Records", depth, limit, triggers, batch)
     else:
-        keys = ", ".join(sorted(str(key) for key in document)[:8]) or "none"
+        names = sorted(_shorten(key) for key in list(document)[:64])
+        keys = ", ".join(names[:8]) or "none"
         raise MalformedEvent(f"{where}: not an S3 event notification (keys: {keys})")
 
 
@@ -173,6 +225,7 @@ def _sns(
     envelope: Mapping[str, Any],
     where: str,
     depth: int,
+    limit: int,
     triggers: TriggerSettings,
     batch: EventBatch,
 ) -> None:
@@ -190,28 +243,36 @@ def _sns(
         batch.skipped.append(f"SNS UnsubscribeConfirmation from {topic}")
     else:
         message = _string(envelope, "Message", where)
-        _walk(_load(message, f"{where}.Message"), f"{where}.Message", depth + 1, triggers, batch)
+        at = f"{where}.Message"
+        _walk(_load(message, at, limit), at, depth + 1, limit, triggers, batch)
 
 
 def _records(
-    records: Any, where: str, depth: int, triggers: TriggerSettings, batch: EventBatch
+    records: Any,
+    where: str,
+    depth: int,
+    limit: int,
+    triggers: TriggerSettings,
+    batch: EventBatch,
 ) -> None:
     if not isinstance(records, list):
         raise MalformedEvent(f"{where}: expected a list, got {_kind(records)}")
+    if len(records) > _MAX_RECORDS:
+        raise MalformedEvent(f"{where}: {len(records)} records, over {_MAX_RECORDS}")
     for index, record in enumerate(records):
         at = f"{where}[{index}]"
         if not isinstance(record, Mapping):
             raise MalformedEvent(f"{at}: expected a JSON object, got {_kind(record)}")
         if record.get("eventSource") == "aws:sqs":  # a Lambda's SQS event
             body = _string(record, "body", at)
-            _walk(_load(body, f"{at}.body"), f"{at}.body", depth + 1, triggers, batch)
+            _walk(_load(body, f"{at}.body", limit), f"{at}.body", depth + 1, limit, triggers, batch)
         elif record.get("EventSource") == "aws:sns":  # a Lambda's SNS event
-            _walk(_mapping(record, "Sns", at), f"{at}.Sns", depth + 1, triggers, batch)
+            _walk(_mapping(record, "Sns", at), f"{at}.Sns", depth + 1, limit, triggers, batch)
         elif "s3" in record:
             _s3_record(record, at, triggers, batch)
         else:
             source = record.get("eventSource") or record.get("EventSource") or "unknown"
-            batch.skipped.append(f"{at}: not an S3 record (source {source})")
+            batch.skipped.append(f"{at}: not an S3 record (source {_shorten(source)})")
 
 
 def _s3_record(
@@ -221,11 +282,11 @@ def _s3_record(
     s3 = _mapping(record, "s3", where)
     bucket = _string(_mapping(s3, "bucket", f"{where}.s3"), "name", f"{where}.s3.bucket")
     obj = _mapping(s3, "object", f"{where}.s3")
-    key = _string(obj, "key", f"{where}.s3.object")
+    key = _key(_string(obj, "key", f"{where}.s3.object"), f"{where}.s3.object.key")
     _accept(
         ObjectCreated(
             bucket=bucket,
-            key=unquote_plus(key),
+            key=key,
             event_name=event,
             etag=_etag(obj, f"{where}.s3.object"),
             sequencer=_optional_string(obj, "sequencer", f"{where}.s3.object"),
@@ -241,7 +302,7 @@ def _eventbridge(
 ) -> None:
     detail_type = event["detail-type"]
     if detail_type != "Object Created":
-        batch.skipped.append(f"EventBridge {detail_type}")
+        batch.skipped.append(f"EventBridge {_shorten(detail_type)}")
         return
     detail = _mapping(event, "detail", where)
     at = f"{where}.detail"
@@ -251,7 +312,7 @@ def _eventbridge(
         ObjectCreated(
             bucket=_string(_mapping(detail, "bucket", at), "name", f"{at}.bucket"),
             # EventBridge encodes keys as the S3 records do
-            key=unquote_plus(_string(obj, "key", f"{at}.object")),
+            key=_key(_string(obj, "key", f"{at}.object"), f"{at}.object.key"),
             event_name=f"ObjectCreated:{reason}" if isinstance(reason, str) else "ObjectCreated",
             etag=_etag(obj, f"{at}.object"),
             sequencer=_optional_string(obj, "sequencer", f"{at}.object"),
@@ -294,6 +355,25 @@ def _round_trips(obj: ObjectCreated) -> bool:
         return False
 
 
+def _key(raw: str, where: str) -> str:
+    """The URL-decoded key; longer than S3 allows is not a real notification, and a megabyte
+    of key would otherwise travel on into the job, the store and the logs."""
+    key = unquote_plus(raw)
+    if len(raw) > 3 * _MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
+        raise MalformedEvent(f"{where}: longer than {_MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _shorten(value: object) -> str:
+    """A value quoted in a reason: a few dozen characters and a few levels at most, whatever
+    was sent (``repr`` of a deeply nested list would itself raise RecursionError)."""
+    if isinstance(value, BaseException):
+        value = str(value)
+    if isinstance(value, str):
+        return value if len(value) <= 60 else f"{value[:57]}..."
+    return reprlib.repr(value)
+
+
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -309,7 +389,7 @@ def _mapping(parent: Mapping[str, Any], name: str, where: str) -> Mapping[str, A
 def _string(parent: Mapping[str, Any], name: str, where: str) -> str:
     value = parent.get(name)
     if not isinstance(value, str) or not value:
-        found = "missing" if name not in parent else f"got {_kind(value)} {value!r}"[:80]
+        found = "missing" if name not in parent else f"got {_kind(value)} {_shorten(value)}"
         raise MalformedEvent(f"{where}.{name}: expected a non-empty string, {found}")
     return value
 
@@ -335,5 +415,7 @@ def _size(obj: Mapping[str, Any], where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedEvent(f"{where}.size: expected a non-negative integer, got {value!r}")
+        raise MalformedEvent(
+            f"{where}.size: expected a non-negative integer, got {_shorten(value)}"
+        )
     return value

@@ -45,17 +45,19 @@ class SubscriptionConfirmer:
         triggers = self._settings.triggers
         topic = request.topic_arn
         if not triggers.confirm_subscriptions:
-            log.warning("sns subscription not confirmed (disabled by settings) topic=%s", topic)
+            log.warning(
+                "sns subscription not confirmed (disabled by settings)", extra={"topic": topic}
+            )
             return None
         if triggers.topic_arns and topic not in triggers.topic_arns:
-            log.warning("sns subscription refused (topic not listed) topic=%s", topic)
+            log.warning("sns subscription refused (topic not listed)", extra={"topic": topic})
             return None
         try:
             reply = self._sns(topic).confirm_subscription(TopicArn=topic, Token=request.token)
         except (ClientError, BotoCoreError) as exc:
             raise ConfirmationFailed(f"confirming subscription to {topic}: {exc}") from exc
         arn = reply.get("SubscriptionArn", "")
-        log.info("sns subscription confirmed topic=%s subscription=%s", topic, arn)
+        log.info("sns subscription confirmed", extra={"topic": topic, "subscription": arn})
         return arn
 
     def _sns(self, topic_arn: str) -> SNSClient:

@@ -9,13 +9,21 @@ nothing is submitted (401). The endpoint answers fast and submits later: a parse
 goes into a bounded queue (503 with ``Retry-After`` when it is full, so the sender's own retry
 or queue absorbs a burst or a broker outage) and one submitter thread drains it into jobs,
 retrying a failed submit with backoff rather than dropping the photos. Bodies over
-``triggers.http_max_body_bytes`` are refused (413) before they are read. ``GET /healthz`` says
+``triggers.http_max_body_bytes`` are refused (413) before they are read; a body the parser
+refuses (not JSON, not a notification, nested too deep) gets 400 with the reason, and an
+unexpected error 500, each logged once: no body ends the server or its submitter thread.
+``GET /healthz`` says
 whether the submitter is alive and how much is waiting; ``HEAD`` answers MinIO's liveness
 probe.
 
 Built on the standard library's :class:`http.server.ThreadingHTTPServer`: the endpoint is two
 routes and a token check, so a web framework would add a dependency and an attack surface for
 nothing; each connection gets a thread and a socket timeout, so a slow client holds only its own.
+
+Access log: one structured line per request with the method, the path *without* its query
+string and the status, nothing else. :class:`~http.server.BaseHTTPRequestHandler` would log the
+raw request line, and a sender configured with ``/events?token=…`` would put its secret in
+every line; the handler's own error lines can quote that line too, so they are replaced as well.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from tagger.config import Settings
-from tagger.triggers.parser import EventBatch, MalformedEvent, Submitter, parse_notification
+from tagger.errors import ErrorCode
+from tagger.submitting import Submitter
+from tagger.triggers.parser import EventBatch, EventTooLarge, MalformedEvent, parse_notification
 from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
 
 log = logging.getLogger(__name__)
@@ -40,6 +51,7 @@ log = logging.getLogger(__name__)
 _MAX_REFS_PER_JOB = 1000
 _MAX_BACKOFF = 30.0
 _SOCKET_TIMEOUT = 15.0
+_MAX_LOGGED_PATH = 200
 
 
 class WebhookListener:
@@ -82,7 +94,8 @@ class WebhookListener:
     def start(self) -> WebhookListener:
         self._submitting.start()
         self._serving.start()
-        log.info("webhook listening on http://%s:%d/events", *self.address)
+        host, port = self.address
+        log.info("webhook listening", extra={"host": host, "port": port, "path": "/events"})
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -94,7 +107,7 @@ class WebhookListener:
         self._submitting.join(timeout)
         left = self._pending.qsize()
         if left or self._submitting.is_alive():
-            log.error("webhook stopped with notifications not submitted count=%d", left)
+            log.error("webhook stopped with notifications not submitted", extra={"count": left})
         log.info("webhook stopped")
 
     def __enter__(self) -> WebhookListener:
@@ -123,11 +136,19 @@ class WebhookListener:
         return hmac.compare_digest(offered, self._token)
 
     def accept(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
+        """The answer to one authorised POST: 400/413 for a body the parser refuses, 500 for
+        a bug (logged with its traceback), else 200 (nothing to do), 202 or 503."""
         try:
             batch = parse_notification(body, self._triggers)
+        except EventTooLarge as exc:
+            log.warning("oversized notification refused", extra={"reason": exc.reason})
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too_large", "reason": exc.reason}
         except MalformedEvent as exc:
-            log.warning("malformed notification refused reason=%s", exc)
+            log.warning("malformed notification refused", extra={"reason": exc.reason})
             return HTTPStatus.BAD_REQUEST, {"error": exc.code, "reason": exc.reason}
+        except Exception:
+            log.error("notification handling failed", exc_info=True)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": ErrorCode.INTERNAL}
         answer = {
             "accepted": len(batch.refs()),
             "skipped": len(batch.skipped),
@@ -155,16 +176,21 @@ class WebhookListener:
     # -- the submitter thread ---------------------------------------------------------------
 
     def _submit_loop(self) -> None:
+        """Until stopped and drained; an unexpected error loses that one merged batch (logged
+        with its traceback), never the thread, which /healthz reports on."""
         while not (self._stopping.is_set() and self._pending.empty()):
             try:
                 first = self._pending.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = EventBatch.merge([first, *self._drain(len(first.objects))])
-            self._confirm(batch)
-            refs = batch.refs()
-            if refs:
-                self._submit(refs)
+            try:
+                batch = EventBatch.merge([first, *self._drain(len(first.objects))])
+                self._confirm(batch)
+                refs = batch.refs()
+                if refs:
+                    self._submit(refs)
+            except Exception:
+                log.error("webhook submit loop failed", exc_info=True)
 
     def _drain(self, have: int) -> list[EventBatch]:
         """More waiting notifications, so a burst becomes one job rather than one per POST."""
@@ -183,7 +209,7 @@ class WebhookListener:
             try:
                 self._confirmer.confirm(request)
             except ConfirmationFailed as exc:  # SNS resends the confirmation; nothing is lost
-                log.error("sns confirmation failed error=%s", exc)
+                log.error("sns confirmation failed", extra={"error": str(exc)})
 
     def _submit(self, refs: list[str]) -> None:
         """Submit, retrying with backoff until it works or the listener stops (then one last
@@ -194,14 +220,13 @@ class WebhookListener:
                 job = self._submitter.submit(refs)
             except Exception as exc:  # broker or store down: keep the refs, try again
                 if self._stopping.is_set() and backoff > 1.0:
-                    log.error("webhook gave up submitting at shutdown refs=%d", len(refs))
+                    log.error("webhook gave up submitting at shutdown", extra={"refs": len(refs)})
                     return
-                log.error("submit failed; retrying refs=%d error=%s", len(refs), exc)
+                log.error("submit failed; retrying", extra={"refs": len(refs), "error": str(exc)})
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
-            fields = {"job_id": job.id, "refs": len(refs)}
-            log.info("submitted job_id=%s refs=%d", job.id, len(refs), extra=fields)
+            log.info("submitted", extra={"job_id": job.id, "refs": len(refs)})
             return
 
 
@@ -213,6 +238,11 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, handler)
         self.app = app
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A request thread's unexpected error, through logging (the default prints a bare
+        traceback to stderr); the server goes on either way."""
+        log.error("webhook request failed", exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -302,7 +332,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _logged_path(self) -> str:
+        """The path alone: no query string or fragment (where a sender may have put a token),
+        no scheme or user:password of an absolute-form target, and a bounded length."""
+        raw = getattr(self, "path", "") or ""
+        try:
+            path = urlsplit(raw).path
+        except ValueError:
+            path = raw.split("?", 1)[0].split("#", 1)[0]
+        return path[:_MAX_LOGGED_PATH]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One structured line per answered request: method, path without query, status."""
+        status = int(code) if isinstance(code, int) or str(code).isdigit() else None
+        fields = {"method": getattr(self, "command", None), "path": self._logged_path()}
+        log.info("http request", extra={**fields, "status": status})
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """The base class's error lines quote the raw request line (query and all), so only
+        that there was one; the status line from :meth:`log_request` usually follows."""
+        fields = {"method": getattr(self, "command", None), "path": self._logged_path()}
+        log.debug("http request error", extra=fields)
+
     def log_message(self, format: str, *args: Any) -> None:
-        """One line per request through logging; the request line carries no credentials
-        (tokens travel in the Authorization header, which is never logged)."""
-        log.info("http %s %s", self.address_string(), format % args)
+        """Anything else the base class would print: a constant message, never its arguments,
+        which may hold the raw request line."""
+        log.info("http event", extra={"method": getattr(self, "command", None)})

@@ -1,5 +1,7 @@
 """Bucket notifications end to end, on real parts: the moto server's S3 notifies its own SQS and
-SNS, ``tagger listen`` runs as a real process, a real Celery worker tags, PostgreSQL stores."""
+SNS, ``tagger listen`` runs as a real process, a real Celery worker tags, PostgreSQL stores.
+Hostile bodies (a 50 000-deep JSON array) go through the same real processes: the listeners
+must drop them and live on, and the webhook's log must never show a query-string token."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pydantic import SecretStr
 
 from tagger.client import TaggerClient
 from tagger.config import Settings, TriggerSettings
-from tagger.schemas import PhotoRef, Status
+from tagger.schemas import Status
 from tagger.triggers.aws_lambda import lambda_handler
 from tagger.triggers.parser import SubscriptionConfirmation
 from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
@@ -44,6 +46,8 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "integration-listener-token"
 DATA = Path(__file__).parent / "data"
+JOB_ID = r'"job_id": "([0-9a-f]{32})"'  # a field of the listener's JSON log lines
+POISON = "[" * 50000 + "]" * 50000  # RecursionError in json.loads, before the bounds
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +237,7 @@ def test_s3_notifications_through_sqs_are_tagged_once_and_sigterm_exits_cleanly(
 
         # S3 delivers at least once: the same event again costs no inference
         sqs.send_message(QueueUrl=queue_url, MessageBody=s3_event(bucket, key, first.etag))
-        jobs = listener.wait_for_log(r"job_id=([0-9a-f]{32})", count=2)
+        jobs = listener.wait_for_log(JOB_ID, count=2)
         counts = client.job(jobs[1]).wait(timeout=120)
         assert (counts.total, counts.skipped, counts.done) == (1, 1, 0)
         again = client.tags(ref)
@@ -245,6 +249,74 @@ def test_s3_notifications_through_sqs_are_tagged_once_and_sigterm_exits_cleanly(
     assert "sqs listener stopped" in listener.log
 
 
+def test_a_poison_message_is_deleted_and_the_good_one_beside_it_submitted(
+    settings: Settings,
+    sqs: SQSClient,
+    queue_url: str,
+    bucket: str,
+    start_listener: Callable[[Settings, list[str]], Listener],
+) -> None:
+    """The measured failure: a 50 000-deep JSON body made ``tagger listen sqs`` exit on every
+    restart, losing the good message received with it. No worker here: what counts is that
+    the photo is submitted (its job in the store, its task in the broker) and the listener
+    lives on."""
+    sqs.send_message(QueueUrl=queue_url, MessageBody=POISON)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=s3_event(bucket, "after/poison.jpg", "e1"))
+    listener = start_listener(settings, ["sqs", queue_url])
+    [job_id] = listener.wait_for_log(JOB_ID)
+    listener.wait_for_log(r'"message": "malformed message deleted"')
+    assert "JSON nested more than 64 deep" in listener.log
+    with TaggerClient(settings) as client:
+        assert client.job(job_id).status().total == 1
+        assert client.queue_depth() == 1
+    deadline = time.monotonic() + 30
+    while messages_left(sqs, queue_url):  # the poison deleted too, not left to come back
+        assert time.monotonic() < deadline, "messages left in the queue"
+        time.sleep(0.5)
+    malformed = sum(int(n) for n in re.findall(r'"malformed": (\d+)', listener.log))
+    assert malformed == 1
+    sqs.send_message(QueueUrl=queue_url, MessageBody=s3_event(bucket, "after/next.jpg", "e2"))
+    listener.wait_for_log(JOB_ID, count=2)  # still polling
+    assert "Traceback" not in listener.log and "RecursionError" not in listener.log
+    assert listener.terminate() == 0, listener.log[-3000:]
+
+
+def test_the_listener_finds_the_region_in_the_queue_url(
+    settings: Settings, moto_server: str, tmp_path: Path
+) -> None:
+    """The README's command with no region anywhere: no NoRegionError traceback. With no
+    credentials either, it gets as far as asking SQS, and says so in one line."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "TAGGER_")) and key != "HOME"
+    }
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    env.update(AWS_EC2_METADATA_DISABLED="true")
+    env.update({k: v for k, v in settings_env(settings).items() if "TRIGGERS" not in k})
+    url = "https://sqs.eu-west-1.amazonaws.com/123/photo-events"
+    done = subprocess.run(
+        [sys.executable, "-m", "tagger.cli.listen", "sqs", url, "--wait", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "NoRegionError" not in done.stderr
+    assert "cannot use queue" in done.stderr and "credentials" in done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "tagger.cli.listen", "sqs", "photo-events"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not an SQS queue URL" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_a_slow_submit_keeps_its_messages_hidden_until_deleted(
     settings: Settings, sqs: SQSClient, queue_url: str
 ) -> None:
@@ -254,10 +326,13 @@ def test_a_slow_submit_keeps_its_messages_hidden_until_deleted(
     submitted: list[list[str]] = []
 
     class SlowSubmitter:
-        def submit(self, refs: Iterable[str | PhotoRef]) -> Any:
+        def submit(self, refs: Iterable[str], *, force: bool = False) -> Any:
             time.sleep(5)
             submitted.append([str(ref) for ref in refs])
             return type("Job", (), {"id": "slow", "total": 1})()
+
+        def queue_depth(self) -> int:
+            return 0
 
     quick = settings.model_copy(
         update={
@@ -285,8 +360,10 @@ def test_a_slow_submit_keeps_its_messages_hidden_until_deleted(
 # -- webhooks: MinIO's payload, and moto's SNS delivering S3 events over HTTP --------------------
 
 
-def post_events(port: int, body: bytes, authorization: str | None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=body, method="POST")
+def post_events(
+    port: int, body: bytes, authorization: str | None, path: str = "/events"
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
     request.add_header("Content-Type", "application/json")
     if authorization:
         request.add_header("Authorization", authorization)
@@ -386,6 +463,40 @@ def test_webhook_without_the_token_submits_nothing(
     assert listener.terminate() == 0
 
 
+def test_webhook_refuses_a_poison_body_keeps_serving_and_logs_no_query_string(
+    settings: Settings,
+    bucket: str,
+    start_listener: Callable[[Settings, list[str]], Listener],
+) -> None:
+    port = free_port()
+    listener = start_listener(settings, ["http", "--port", str(port)])
+    wait_for_health(port, listener)
+    secret = f"SECRET-{uuid.uuid4().hex}"
+    path = f"/events?token={secret}"
+    status, answer = post_events(port, POISON.encode(), f"Bearer {TOKEN}", path)
+    assert status == 400 and answer["error"] == "malformed_event"
+    assert post_events(port, b"{}", None, path)[0] == 401
+    body = minio_payload(bucket, "after-poison.jpg", "etag")
+    status, answer = post_events(port, body, f"Bearer {TOKEN}", path)
+    assert (status, answer["accepted"]) == (202, 1)
+    with TaggerClient(settings) as client:  # no worker: the submitted task waits in the broker
+        deadline = time.monotonic() + 30
+        while client.queue_depth() == 0:
+            assert time.monotonic() < deadline, "the accepted notification was not submitted"
+            time.sleep(0.2)
+    listener.wait_for_log(JOB_ID)
+    assert listener.terminate() == 0, listener.log[-3000:]
+    log = listener.log
+    assert secret not in log and "token=" not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["message"] == "http request"]
+    assert {(r["method"], r["path"], r["status"]) for r in requests} >= {
+        ("POST", "/events", 400),
+        ("POST", "/events", 401),
+        ("POST", "/events", 202),
+    }
+
+
 # -- Lambda ------------------------------------------------------------------------------------
 
 
@@ -414,10 +525,34 @@ def test_lambda_handler_submits_a_recorded_s3_event(
             {"messageId": "1", "eventSource": "aws:sqs", "body": json.dumps(recorded)},
             {"messageId": "2", "eventSource": "aws:sqs", "body": "{oops"},
             {"messageId": "3", "eventSource": "aws:sqs", "body": json.dumps(recorded)},
+            {"messageId": "4", "eventSource": "aws:sqs", "body": POISON},
         ]
     }
     summary = lambda_handler(from_sqs, None)
-    assert (summary["submitted"], summary["duplicates"], len(summary["malformed"])) == (1, 1, 1)
+    assert (summary["submitted"], summary["duplicates"], len(summary["malformed"])) == (1, 1, 2)
+    assert summary["batchItemFailures"] == []  # malformed records are dropped, not retried
+
+    # the store unreachable: exactly the records that carried photos come back
+    monkeypatch.setenv("TAGGER_STORE__URL", "sqlite:////proc/no-such-dir/tags.db")
+    summary = lambda_handler(from_sqs, None)
+    assert summary["batchItemFailures"] == [{"itemIdentifier": "1"}, {"itemIdentifier": "3"}]
+    assert summary["job_id"] is None
+
+    # a direct invocation with a poison SNS message: reported, not a RecursionError
+    from_sns = {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "Sns": {
+                    "Type": "Notification",
+                    "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                    "Message": POISON,
+                },
+            }
+        ]
+    }
+    summary = lambda_handler(from_sns, None)
+    assert summary["submitted"] == 0 and len(summary["malformed"]) == 1
 
 
 # -- SNS confirmation against moto's SNS API ----------------------------------------------------

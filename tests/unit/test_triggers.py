@@ -1,16 +1,24 @@
-"""Bucket notifications → refs: every envelope shape, the filters, duplicates, malformed input;
-the SQS listener's delete/keep rules on a recording SQS fake; the webhook on a real loopback
-socket; SNS confirmation through botocore's Stubber."""
+"""Bucket notifications → refs: every envelope shape, the filters, duplicates, malformed and
+hostile input (deep nesting, huge bodies and records); the SQS listener's delete/keep rules on a
+recording SQS fake; the Lambda handler's batchItemFailures; the queue's region from its URL;
+the webhook on a real loopback socket, and its access log; SNS confirmation through botocore's
+Stubber; the parser's import purity."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import logging
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,12 +26,20 @@ import pytest
 from botocore.stub import Stubber
 from pydantic import SecretStr
 
-from tagger.config import Settings, TriggerSettings
+from tagger.config import S3Settings, Settings, TriggerSettings
+from tagger.errors import ErrorCode
 from tagger.schemas import PhotoRef
-from tagger.triggers.aws_lambda import collect
-from tagger.triggers.parser import EventBatch, MalformedEvent, parse_notification
+from tagger.submitting import Submitter
+from tagger.triggers.aws_lambda import handle
+from tagger.triggers.parser import EventBatch, EventTooLarge, MalformedEvent, parse_notification
 from tagger.triggers.sns import ConfirmationFailed, SubscriptionConfirmer
-from tagger.triggers.sqs import SqsListener
+from tagger.triggers.sqs import (
+    PollStats,
+    QueueConfigError,
+    SqsListener,
+    queue_region,
+    region_from_url,
+)
 from tagger.triggers.webhook import WebhookListener
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:photo-uploads"
@@ -195,29 +211,37 @@ def test_minio_webhook_payload() -> None:
     assert batch.objects[0].event_name == "ObjectCreated:Put"
 
 
+def sqs_record(message_id: str, body: str) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:uploads",
+        "body": body,
+    }
+
+
+def run_lambda(event: dict[str, Any], submitter: RecordingSubmitter) -> dict[str, Any]:
+    return handle(event, DEFAULTS, lambda: contextlib.nullcontext(submitter))
+
+
 def test_lambda_shapes_direct_sqs_and_sns() -> None:
-    direct = s3_event(s3_record("d.jpg"))
-    assert collect(direct, DEFAULTS)[0].refs() == ["s3://photos/d.jpg"]
+    submitter = RecordingSubmitter()
+    direct = run_lambda(s3_event(s3_record("d.jpg")), submitter)
+    assert direct["refs"] == ["s3://photos/d.jpg"] and "batchItemFailures" not in direct
     from_sqs = {
         "Records": [
-            {
-                "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:uploads",
-                "body": json.dumps(s3_event(s3_record("q.jpg"))),
-            },
-            {"messageId": "m2", "eventSource": "aws:sqs", "body": "not json"},
-            {
-                "messageId": "m3",
-                "eventSource": "aws:sqs",
-                "body": json.dumps(sns_envelope(s3_event(s3_record("r.jpg")))),
-            },
+            sqs_record("059f36b4", json.dumps(s3_event(s3_record("q.jpg")))),
+            sqs_record("m2", "not json"),
+            sqs_record("m3", json.dumps(sns_envelope(s3_event(s3_record("r.jpg"))))),
         ]
     }
-    batch, malformed = collect(from_sqs, DEFAULTS)
-    assert batch.refs() == ["s3://photos/q.jpg", "s3://photos/r.jpg"]
-    assert len(malformed) == 1
-    assert malformed[0].startswith("Records[1]: $: not JSON")
+    summary = run_lambda(from_sqs, submitter)
+    assert summary["refs"] == ["s3://photos/q.jpg", "s3://photos/r.jpg"]
+    assert submitter.calls[-1] == summary["refs"]
+    assert len(summary["malformed"]) == 1
+    assert summary["malformed"][0].startswith("Records[1]: $: not JSON")
+    assert summary["batchItemFailures"] == []  # the malformed record is dropped, not retried
     from_sns = {
         "Records": [
             {
@@ -227,7 +251,99 @@ def test_lambda_shapes_direct_sqs_and_sns() -> None:
             }
         ]
     }
-    assert collect(from_sns, DEFAULTS)[0].refs() == ["s3://photos/n.jpg"]
+    assert run_lambda(from_sns, submitter)["refs"] == ["s3://photos/n.jpg"]
+
+
+def test_lambda_from_sqs_reports_only_the_records_whose_submit_failed() -> None:
+    poison = "[" * 50000 + "]" * 50000
+    event = {
+        "Records": [
+            sqs_record("good-1", json.dumps(s3_event(s3_record("a.jpg")))),
+            sqs_record("poison", poison),
+            sqs_record("test-event", json.dumps(s3_test_event())),
+            sqs_record("good-2", json.dumps(s3_event(s3_record("b.jpg")))),
+        ]
+    }
+    summary = run_lambda(event, RecordingSubmitter(fail=True))
+    assert summary["batchItemFailures"] == [
+        {"itemIdentifier": "good-1"},
+        {"itemIdentifier": "good-2"},
+    ]
+    assert summary["job_id"] is None and summary["submitted"] == 0
+    assert summary["malformed"] == ["Records[1]: $: JSON nested more than 64 deep"]
+    working = RecordingSubmitter()
+    summary = run_lambda(event, working)
+    assert summary["batchItemFailures"] == [] and summary["submitted"] == 2
+    assert working.calls == [["s3://photos/a.jpg", "s3://photos/b.jpg"]]
+
+
+def test_lambda_record_hitting_a_bug_is_returned_for_redelivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tagger.triggers.aws_lambda as aws_lambda
+
+    def flaky(payload: Any, triggers: TriggerSettings) -> EventBatch:
+        if payload == "boom":
+            raise RuntimeError("a bug")
+        return parse_notification(payload, triggers)
+
+    monkeypatch.setattr(aws_lambda, "parse_notification", flaky)
+    event = {
+        "Records": [
+            sqs_record("bug", "boom"),
+            sqs_record("ok", json.dumps(s3_event(s3_record("ok.jpg")))),
+        ]
+    }
+    submitter = RecordingSubmitter()
+    summary = run_lambda(event, submitter)
+    assert summary["batchItemFailures"] == [{"itemIdentifier": "bug"}]
+    assert submitter.calls == [["s3://photos/ok.jpg"]]
+
+
+def test_lambda_direct_malformed_event_is_reported_not_raised() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):  # a nested structure repr() and naive recursion choke on
+        deep = [deep]
+    submitter = RecordingSubmitter()
+    for event in ({"Records": deep}, {"Records": [deep]}, {"hello": deep}):
+        summary = run_lambda(event, submitter)
+        assert summary["submitted"] == 0 and len(summary["malformed"]) == 1
+        assert len(summary["malformed"][0]) < 200
+    sns_poison = {
+        "Records": [
+            {"EventSource": "aws:sns", "Sns": sns_envelope("[" * 50000 + "]" * 50000)},
+        ]
+    }
+    summary = run_lambda(sns_poison, submitter)
+    assert summary["malformed"] == ["$.Records[0].Sns.Message: JSON nested more than 64 deep"]
+    assert submitter.calls == []
+
+
+def test_lambda_direct_submit_failure_raises_so_lambda_retries() -> None:
+    with pytest.raises(ConnectionError):
+        run_lambda(s3_event(s3_record("d.jpg")), RecordingSubmitter(fail=True))
+
+
+def test_lambda_handler_is_importable_lazily_from_the_package() -> None:
+    import tagger.triggers
+    from tagger.triggers import aws_lambda
+
+    assert tagger.triggers.lambda_handler is aws_lambda.lambda_handler
+    with pytest.raises(AttributeError):
+        tagger.triggers.no_such_thing  # noqa: B018
+
+
+def test_importing_the_parser_loads_no_broker_store_or_client() -> None:
+    heavy = ("celery", "kombu", "sqlalchemy", "boto3", "redis", "tagger.client", "tagger.store")
+    code = (
+        "import sys, tagger.triggers.parser, tagger.triggers\n"
+        f"print([m for m in sys.modules if m.startswith({heavy!r})])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_test_event_and_other_event_types_are_skipped() -> None:
@@ -324,7 +440,7 @@ def test_malformed_payloads_raise_a_typed_error_naming_the_problem(
 ) -> None:
     with pytest.raises(MalformedEvent, match=message) as caught:
         parse_notification(payload, DEFAULTS)
-    assert caught.value.code == "malformed_event"
+    assert caught.value.code is ErrorCode.MALFORMED_EVENT
     assert caught.value.permanent
 
 
@@ -334,6 +450,62 @@ def test_envelopes_nested_too_deep_are_malformed() -> None:
         payload = sns_envelope(payload)
     with pytest.raises(MalformedEvent, match="nested more than"):
         parse_notification(payload, DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 50000 + "]" * 50000,
+        "{" * 50000,
+        '{"Records": [' + '{"a": ' * 100 + "1" + "}" * 100 + "]}",
+        ("[" * 50000 + "]" * 50000).encode(),
+        json.dumps(sns_envelope("[" * 50000 + "]" * 50000)),
+    ],
+)
+def test_deeply_nested_json_is_malformed_not_a_recursion_error(payload: str | bytes) -> None:
+    with pytest.raises(MalformedEvent, match="JSON nested more than 64 deep"):
+        parse_notification(payload, DEFAULTS)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    key = "[[[[" * 100 + '\\"{{{{' * 100 + ".jpg"
+    payload = json.dumps(s3_event(s3_record(key)))
+    assert parse_notification(payload, TriggerSettings(suffixes=[])).objects[0].key == key
+
+
+def test_bodies_over_the_size_bound_are_refused_before_parsing() -> None:
+    small = TriggerSettings(http_max_body_bytes=10_000)
+    huge = json.dumps(s3_event(*(s3_record(f"{n}.jpg") for n in range(200))))
+    for payload in (huge, huge.encode(), "é" * 6000):  # 6000 characters, 12000 bytes
+        with pytest.raises(EventTooLarge, match="over 10000") as caught:
+            parse_notification(payload, small)
+        assert caught.value.code is ErrorCode.MALFORMED_EVENT
+    with pytest.raises(EventTooLarge):  # inside an envelope too
+        parse_notification({"Type": "Notification", "TopicArn": TOPIC, "Message": huge}, small)
+
+
+def test_an_oversized_record_is_malformed() -> None:
+    long_key = s3_event(s3_record("k" * 100_000 + ".jpg"))
+    with pytest.raises(MalformedEvent, match=r"Records\[0\]\.s3\.object\.key: longer than 1024"):
+        parse_notification(json.dumps(long_key), DEFAULTS)
+    with pytest.raises(MalformedEvent, match="over 10000"):
+        parse_notification({"Records": [{}] * 10_001}, DEFAULTS)
+    huge_number = '{"Records": [' + "9" * 100_000 + "]}"
+    with pytest.raises(MalformedEvent, match="not JSON"):
+        parse_notification(huge_number, DEFAULTS)
+
+
+def test_reasons_stay_one_short_line_whatever_was_sent() -> None:
+    record = s3_record("a.jpg")
+    record["eventName"] = ["x" * 100_000]
+    with pytest.raises(MalformedEvent) as caught:
+        parse_notification(s3_event(record), DEFAULTS)
+    assert len(caught.value.reason) < 200
+    with pytest.raises(MalformedEvent, match="not an S3 event") as caught:
+        parse_notification({"k" * 100_000: 1}, DEFAULTS)
+    assert len(caught.value.reason) < 200
+    with pytest.raises(MalformedEvent, match="expected JSON text or an object, got null"):
+        parse_notification(None, DEFAULTS)  # type: ignore[arg-type]
 
 
 # -- the SQS listener, on a recording fake of the SQS API ------------------------------------
@@ -383,7 +555,7 @@ class RecordingSubmitter:
     delay: float = 0.0
     calls: list[list[str]] = field(default_factory=list)
 
-    def submit(self, refs: Iterable[str | PhotoRef]) -> FakeJob:
+    def submit(self, refs: Iterable[str], *, force: bool = False) -> FakeJob:
         if self.delay:
             time.sleep(self.delay)
         if self.fail:
@@ -391,6 +563,13 @@ class RecordingSubmitter:
         uris = [str(ref) for ref in refs]
         self.calls.append(uris)
         return FakeJob(id=f"job-{len(self.calls)}", total=len(uris))
+
+    def queue_depth(self) -> int:
+        return 0
+
+
+def _satisfies_the_protocol(submitter: RecordingSubmitter) -> Submitter:
+    return submitter  # mypy checks the recording fake against tagger.submitting.Submitter
 
 
 def listener_for(sqs: FakeSqs, submitter: RecordingSubmitter, **triggers: Any) -> SqsListener:
@@ -436,13 +615,138 @@ def test_sqs_run_stops_when_asked_after_finishing_its_poll() -> None:
     submitter = RecordingSubmitter()
     original = submitter.submit
 
-    def submit_then_stop(refs: Iterable[str | PhotoRef]) -> FakeJob:
+    def submit_then_stop(refs: Iterable[str], *, force: bool = False) -> FakeJob:
         stop.set()  # a SIGTERM arriving mid-poll
         return original(refs)
 
     submitter.submit = submit_then_stop  # type: ignore[method-assign]
     totals = listener_for(sqs, submitter).run(stop)
     assert totals.submitted == 1 and len(sqs.deleted) == 1
+
+
+def test_sqs_poison_message_is_deleted_and_the_good_ones_in_its_poll_submitted() -> None:
+    poison = "[" * 50000 + "]" * 50000
+    good = json.dumps(s3_event(s3_record("good.jpg")))
+    sqs = FakeSqs([poison, good, "x" * 2_000_000])
+    submitter = RecordingSubmitter()
+    stats = listener_for(sqs, submitter).poll_once()
+    assert submitter.calls == [["s3://photos/good.jpg"]]
+    assert (stats.received, stats.malformed, stats.submitted, stats.deleted) == (3, 2, 1, 3)
+
+
+class Boom(SubscriptionConfirmer):
+    """A confirmer with a bug in it: not the ConfirmationFailed the listener expects."""
+
+    def __init__(self) -> None:
+        super().__init__(Settings())
+
+    def confirm(self, request: Any) -> str | None:
+        raise RuntimeError("a bug")
+
+
+def test_sqs_unexpected_error_keeps_only_that_message(caplog: pytest.LogCaptureFixture) -> None:
+    good = json.dumps(s3_event(s3_record("good.jpg")))
+    sqs = FakeSqs([json.dumps(subscription_confirmation()), good])
+    submitter = RecordingSubmitter()
+    settings = Settings(triggers=TriggerSettings(sqs_wait_seconds=0))
+    listener = SqsListener(
+        "https://sqs.test/queue",
+        settings,
+        submitter,
+        sqs=sqs,  # type: ignore[arg-type]
+        confirmer=Boom(),
+    )
+    with caplog.at_level(logging.ERROR, "tagger.triggers.sqs"):
+        stats = listener.poll_once()
+    assert submitter.calls == [["s3://photos/good.jpg"]]
+    assert (stats.kept, stats.submitted, stats.deleted) == (1, 1, 1)
+    assert sqs.deleted == ["h-" + good[:20] + "-1"]
+    [record] = [
+        r for r in caplog.records if r.getMessage() == "sqs message failed; kept for redelivery"
+    ]
+    assert record.exc_info is not None and record.message_id == "m0"  # type: ignore[attr-defined]
+
+
+def test_sqs_run_outlives_an_unexpected_error_in_a_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = listener_for(FakeSqs([]), RecordingSubmitter())
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def poll_once() -> PollStats:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RecursionError("whatever a bug raises")
+        stop.set()
+        return PollStats()
+
+    monkeypatch.setattr(listener, "poll_once", poll_once)
+    listener.run(stop)
+    assert len(calls) == 2
+
+
+# -- the queue's region, from its URL ----------------------------------------------------------
+
+
+@pytest.fixture
+def no_aws_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+@pytest.mark.parametrize(
+    ("url", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123/photo-events", "eu-west-1"),
+        ("https://sqs-fips.us-gov-west-1.amazonaws.com/123/q", "us-gov-west-1"),
+        ("https://ap-southeast-2.queue.amazonaws.com/123/q", "ap-southeast-2"),
+        ("https://queue.amazonaws.com/123/q", "us-east-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123/q", "cn-north-1"),
+        ("https://vpce-0a1b2c3d-e4f5.sqs.eu-central-1.vpce.amazonaws.com/123/q", "eu-central-1"),
+        ("http://localhost:9324/000000000000/q", None),
+        ("https://sqs.example.com/123/q", None),
+        ("not a url", None),
+    ],
+)
+def test_region_from_url(url: str, region: str | None) -> None:
+    assert region_from_url(url) == region
+
+
+def test_queue_region_prefers_the_url_then_settings_then_boto3(
+    no_aws_region: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws = "https://sqs.eu-west-1.amazonaws.com/123/photo-events"
+    assert queue_region(aws, Settings()) == "eu-west-1"  # the README's case: no region set
+    assert queue_region(aws, Settings(s3=S3Settings(region="us-west-2"))) == "eu-west-1"
+    local = "http://localhost:9324/000000000000/q"
+    override = Settings(triggers=TriggerSettings(sqs_endpoint_url="http://localhost:9324"))
+    assert queue_region(local, override) == "us-east-1"
+    configured = override.model_copy(update={"s3": S3Settings(region="eu-north-1")})
+    assert queue_region(local, configured) == "eu-north-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")
+    assert queue_region(local, override) == "sa-east-1"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("photo-events", "not an SQS queue URL"),
+        ("https://sqs.eu-west-1.amazonaws.com", "not an SQS queue URL"),
+        ("ftp://sqs.eu-west-1.amazonaws.com/1/q", "not an SQS queue URL"),
+        ("http://[::1/q", "not an SQS queue URL"),
+        ("https://queues.example.com/1/q", "cannot tell the region"),
+    ],
+)
+def test_queue_region_refuses_what_cannot_work(no_aws_region: None, url: str, message: str) -> None:
+    with pytest.raises(QueueConfigError, match=message):
+        queue_region(url, Settings())
+
+
+def test_listener_built_for_the_readme_queue_url_without_any_region(no_aws_region: None) -> None:
+    listener = SqsListener(
+        "https://sqs.eu-west-1.amazonaws.com/123/photo-events", Settings(), RecordingSubmitter()
+    )
+    assert listener._sqs.meta.region_name == "eu-west-1"
 
 
 # -- the webhook, on a real loopback socket ----------------------------------------------------
@@ -528,6 +832,48 @@ def test_webhook_refuses_large_and_malformed_bodies(
     assert submitter.calls == []
 
 
+def test_webhook_survives_a_poison_body_and_serves_the_next(
+    webhook: tuple[WebhookListener, RecordingSubmitter],
+) -> None:
+    listener, submitter = webhook
+    poison = b"[" * 2000 + b"]" * 2000  # under the 4096-byte bound, far too deep
+    status, answer = post(listener, poison)
+    assert status == 400 and answer["error"] == "malformed_event"
+    assert "nested more than 64" in answer["reason"]
+    status, answer = post(listener, b"{" * 4000)
+    assert status == 400
+    good = json.dumps(minio_payload("media", "after.jpg")).encode()
+    assert post(listener, good)[0] == 202
+    wait_for(lambda: submitter.calls == [["s3://media/after.jpg"]])
+
+
+def test_webhook_access_log_never_shows_the_query_string(
+    webhook: tuple[WebhookListener, RecordingSubmitter], caplog: pytest.LogCaptureFixture
+) -> None:
+    listener, submitter = webhook
+    secret = "SECRET-query-token-0123456789"
+    body = json.dumps(minio_payload("media", "q.jpg")).encode()
+    with caplog.at_level(logging.DEBUG):
+        assert post(listener, body, path=f"/events?token={secret}")[0] == 202
+        assert post(listener, b"[" * 3000, path=f"/events?token={secret}")[0] == 400
+        assert post(listener, body, None, path=f"/events?token={secret}")[0] == 401
+        # a request line the base class refuses, quoting it in its own error line
+        with socket.create_connection(listener.address, timeout=5) as raw:
+            raw.sendall(f"GET /healthz?token={secret} HTTP/1.x\r\n\r\n".encode())
+            assert b"400" in raw.makefile("rb").read()  # (as HTTP/0.9: a bare error page)
+        wait_for(lambda: submitter.calls == [["s3://media/q.jpg"]])
+    assert caplog.records
+    for record in caplog.records:
+        assert secret not in record.getMessage()
+        assert secret not in json.dumps(record.__dict__, default=str)
+    requests = [r for r in caplog.records if r.getMessage() == "http request"]
+    fields = [(r.method, r.path, r.status) for r in requests]  # type: ignore[attr-defined]
+    assert ("POST", "/events", 202) in fields
+    assert ("POST", "/events", 400) in fields
+    assert ("POST", "/events", 401) in fields
+    assert (None, "", 400) in fields  # refused before the path was parsed
+
+
 def test_webhook_answers_503_when_its_queue_is_full() -> None:
     settings = Settings(
         listener_token=SecretStr(TOKEN), triggers=TriggerSettings(http_queue_size=1)
@@ -536,7 +882,7 @@ def test_webhook_answers_503_when_its_queue_is_full() -> None:
     submitter = RecordingSubmitter()
     original = submitter.submit
 
-    def blocked(refs: Iterable[str | PhotoRef]) -> FakeJob:
+    def blocked(refs: Iterable[str], *, force: bool = False) -> FakeJob:
         release.wait(10)
         return original(refs)
 

@@ -74,3 +74,29 @@ def test_eval_prints_accuracy_of_labelled_photos(
     assert report["photos"] == 2
     assert report["top5"] >= 0.5
     assert report["images_per_second"] > 0
+
+
+def test_bad_paths_fail_alone_with_typed_errors(
+    env: Settings,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+    tmp_path: Path,
+) -> None:
+    import os
+
+    ok = write_photos({"chelsea": sample_photos["chelsea"]})["chelsea"]
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    args = ["tag", str(loop), str(fifo), str(ok), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    by_name = {Path(line["ref"]).name: line for line in lines}
+    assert by_name["chelsea.jpg"]["status"] == "tagged"
+    assert by_name["loop.jpg"]["status"] == "failed"
+    assert by_name["loop.jpg"]["error"] == "invalid_ref"
+    assert by_name["pipe.jpg"]["error"] == "not_an_image"
+    assert not by_name["pipe.jpg"]["transient"]
