@@ -270,7 +270,12 @@ def http_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "fetch": settings.fetch.model_copy(
-                update={"allow_http": True, "allow_private_addresses": True, "read_timeout": 60.0}
+                update={
+                    "allow_http": True,
+                    "allow_private_addresses": True,
+                    "read_timeout": 60.0,
+                    "total_timeout": 120.0,
+                }
             )
         }
     )
