@@ -47,8 +47,9 @@ class ImageSettings(BaseModel):
     max_decoded_bytes: int = Field(
         default=320 * 1024 * 1024,
         gt=0,
-        description="bound on one photo's decoded size: width x height x bytes per pixel of "
-        "its mode (a 16-bit TIFF costs twice an 8-bit one of the same pixels)",
+        description="bound on one photo's decoded size: width x height x the bytes per pixel "
+        "Pillow allocates for its mode (RGB takes 4, 16-bit grey 2), so a non-JPEG RGB photo "
+        "over 84 MP is refused while a JPEG is decoded reduced",
     )
     decode_budget_bytes: int = Field(
         default=640 * 1024 * 1024,

@@ -39,7 +39,7 @@ from tenacity import (
 
 from tagger.config import Settings
 from tagger.errors import ErrorCode, StoreUnavailable, TaggerError
-from tagger.imaging import load_tensor
+from tagger.imaging import ImageDecoder
 from tagger.model.registry import ensure_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.schemas import PhotoRef, Status, TagResult
@@ -84,6 +84,8 @@ class Pipeline:
         self.runtime = runtime
         self.vocabulary = vocabulary
         self.fetcher = fetcher
+        # One decoder per process: its byte budget is shared by every I/O thread.
+        self.decoder = ImageDecoder(settings.image)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.fetch.io_threads, thread_name_prefix="tagger-io"
         )
@@ -172,7 +174,7 @@ class Pipeline:
             if previous is not None and previous.is_tagged_by(etag, self.model_version):
                 return Loaded(ref_text, result=self._skipped(ref_text, previous))
             spec = self.runtime.artifact.manifest.preprocess
-            tensor, decoded = load_tensor(fetched.data, self.settings.image, spec)
+            tensor, decoded = self.decoder.load_tensor(fetched.data, spec)
             return Loaded(ref_text, tensor, etag, decoded.width, decoded.height)
         except (TaggerError, ValueError) as exc:  # ValueError: an invalid reference
             # the ETag of a photo that failed to decode is kept, so a replaced photo is retried

@@ -76,7 +76,10 @@ def test_bad_photos_fail_alone(
     moto_s3.put_object(Bucket="mixed", Key="cat.jpg", Body=sample_photos["chelsea"])  # type: ignore[attr-defined]
     moto_s3.put_object(Bucket="mixed", Key="broken.jpg", Body=sample_photos["chelsea"][:300])  # type: ignore[attr-defined]
     moto_s3.put_object(Bucket="mixed", Key="page.jpg", Body=b"<!doctype html><html></html>")  # type: ignore[attr-defined]
+    quarter = sample_photos["coffee"][: len(sample_photos["coffee"]) // 4] + b"\xff\xd9"
+    moto_s3.put_object(Bucket="mixed", Key="cut.jpg", Body=quarter)  # type: ignore[attr-defined]
     refs = [
+        "s3://mixed/cut.jpg",
         "s3://mixed/cat.jpg",
         "s3://mixed/broken.jpg",
         "s3://mixed/page.jpg",
@@ -87,14 +90,17 @@ def test_bad_photos_fail_alone(
     start_worker(service_settings)
     with TaggerClient(service_settings) as client:
         counts = client.submit(refs).wait(timeout=120)
-        assert (counts.done, counts.failed) == (1, 5)
+        assert (counts.done, counts.failed) == (1, 6)
         cat = client.tags("s3://mixed/cat.jpg")
         assert cat is not None and "cat" in cat.tag_names() and "animal" in cat.tag_names()
         failures = {r.ref: r for r in client.failures()}
-        assert failures["s3://mixed/broken.jpg"].error == "corrupt"
+        assert failures["s3://mixed/broken.jpg"].error in ("corrupt", "truncated")
+        # a quarter of a JPEG with an end marker appended is not tagged from grey pixels
+        assert failures["s3://mixed/cut.jpg"].error == "truncated"
+        assert not any(r.transient for r in failures.values()), "bad input is never retried"
         assert failures["s3://mixed/page.jpg"].error == "not_an_image"
         assert failures["s3://mixed/missing.jpg"].error == "not_found"
-        for private in refs[4:]:
+        for private in refs[5:]:
             assert failures[private].error == "refused", failures[private].reason
         assert client.search(["cat"])[0].ref == "s3://mixed/cat.jpg"
 

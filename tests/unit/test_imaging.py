@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable
 
@@ -15,12 +17,26 @@ import numpy as np
 import numpy.typing as npt
 import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from skimage import data as skdata
 
 from tagger.config import ImageSettings
-from tagger.errors import CorruptImage, EmptyInput, ImageTooLarge, NotAnImage, TaggerError
-from tagger.imaging import DecodedImage, decode, load_tensor, preprocess
+from tagger.errors import (
+    CorruptImage,
+    EmptyInput,
+    ImageTooLarge,
+    NotAnImage,
+    TaggerError,
+    TruncatedImage,
+)
+from tagger.imaging import (
+    DecodeBudget,
+    DecodedImage,
+    ImageDecoder,
+    decode,
+    load_tensor,
+    preprocess,
+)
 from tagger.schemas import PreprocessSpec
 
 LIMITS = ImageSettings()
@@ -442,10 +458,10 @@ def test_jpeg_cut_in_half_is_corrupt(jpeg_photo: bytes) -> None:
     assert isinstance(reason_of(jpeg_photo[: len(jpeg_photo) // 2]), CorruptImage)
 
 
-def test_jpeg_missing_only_its_end_marker_is_corrupt_too(jpeg_photo: bytes) -> None:
-    # Accepting it would mean grey-filling every truncated JPEG; see the module docstring.
+def test_jpeg_missing_only_its_end_marker_is_truncated_too(jpeg_photo: bytes) -> None:
+    # A download cut at the very end looks like this; an intact file always has its marker.
     assert jpeg_photo.endswith(b"\xff\xd9")
-    assert isinstance(reason_of(jpeg_photo[:-2]), CorruptImage)
+    assert isinstance(reason_of(jpeg_photo[:-2]), TruncatedImage)
     assert decode(jpeg_photo, LIMITS).image.size == (512, 512)
 
 
@@ -497,6 +513,322 @@ def test_decompression_bomb_header_is_refused_without_decoding(side: int) -> Non
     )
     error = reason_of(data)
     assert isinstance(error, ImageTooLarge)
+
+
+# ------------------------------------------------------------------------------- truncation
+
+
+def cut_with_end_marker(data: bytes, fraction: float, marker: bytes = b"\xff\xd9") -> bytes:
+    return data[: int(len(data) * fraction)] + marker
+
+
+JPEG_KINDS: dict[str, dict[str, object]] = {
+    "baseline": {"quality": 90},
+    "progressive": {"quality": 90, "progressive": True},
+    "restart-markers": {"quality": 90, "restart_marker_blocks": 2},
+    "optimised-444": {"quality": 95, "optimize": True, "subsampling": 0},
+}
+
+
+@pytest.fixture(scope="module", params=list(JPEG_KINDS))
+def jpeg_kind(request: pytest.FixtureRequest) -> bytes:
+    options = JPEG_KINDS[request.param]
+    return encode(Image.fromarray(sample_photo("astronaut")), "JPEG", **options)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.25, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("with_end_marker", [True, False])
+@pytest.mark.parametrize("min_side", [None, 256])
+def test_jpeg_cut_short_is_truncated_even_with_an_end_marker_appended(
+    jpeg_kind: bytes, fraction: float, with_end_marker: bool, min_side: int | None
+) -> None:
+    """libjpeg pads a scan that hits a marker early with grey and only warns; a quarter of a
+    JPEG plus FFD9 used to be tagged from 70% grey pixels."""
+    data = jpeg_kind[: int(len(jpeg_kind) * fraction)] + (b"\xff\xd9" if with_end_marker else b"")
+    with pytest.raises(TruncatedImage) as caught:
+        decode(data, LIMITS, min_side=min_side)
+    assert caught.value.code == "truncated"
+    assert "JPEG" in caught.value.reason and "\n" not in caught.value.reason
+
+
+def test_progressive_jpeg_cut_inside_its_last_scan_is_truncated() -> None:
+    """Every coefficient band is declared by then, so only decoding tells: the last scan
+    (the luma refinement, a quarter of the file) ran out of data."""
+    data = encode(Image.fromarray(sample_photo("chelsea")), "JPEG", quality=90, progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    cut = last_scan + (len(data) - last_scan) // 2
+    with pytest.raises(TruncatedImage):
+        decode(data[:cut] + b"\xff\xd9", LIMITS)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket", "camera"])
+@pytest.mark.parametrize("kind", list(JPEG_KINDS))
+@pytest.mark.parametrize("min_side", [None, 64, 256])
+def test_intact_jpegs_are_never_taken_for_truncated(
+    name: str, kind: str, min_side: int | None
+) -> None:
+    data = encode(Image.fromarray(sample_photo(name)), "JPEG", **JPEG_KINDS[kind])
+    reference = Image.open(io.BytesIO(data))
+    if min_side is not None:
+        reference.draft("RGB", (min_side, min_side))
+    reference = reference.convert("RGB")
+    decoded = decode(data, LIMITS, min_side=min_side)
+    if decoded.image.size == reference.size:  # not reduced further: pixel for pixel the same
+        assert decoded.image.tobytes() == reference.tobytes()
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"\x00" * 4096,  # padding
+        b"\xff\xd8\xff\xe1\x00\x10junk and more" + bytes(range(256)) * 8,  # a preview's start
+        b"\xff\xd9\xff\xd9garbage\xff",  # stray markers
+    ],
+)
+@pytest.mark.parametrize("progressive", [False, True])
+def test_trailing_data_after_the_end_marker_is_ignored(trailer: bytes, progressive: bool) -> None:
+    photo = sample_photo("coffee")
+    data = encode(Image.fromarray(photo), "JPEG", quality=90, progressive=progressive)
+    decoded = decode(data + trailer, LIMITS)
+    assert decoded.image.tobytes() == decode(data, LIMITS).image.tobytes()
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
+def test_png_cut_short_is_truncated_with_or_without_iend(fraction: float) -> None:
+    data = encode(Image.fromarray(sample_photo("astronaut")), "PNG")
+    chunks = png_chunks(data)
+    idat = b"".join(payload for kind, payload in chunks if kind == b"IDAT")
+    head = b"".join(png_chunk(k, p) for k, p in chunks if k not in (b"IDAT", b"IEND"))
+    # Cut as a download is, cut and IEND appended, and cut with a consistent, checksummed
+    # IDAT chunk (the container looks whole; the zlib stream and the rows are not).
+    rewritten = (
+        data[:8]
+        + head
+        + png_chunk(b"IDAT", idat[: int(len(idat) * fraction)])
+        + png_chunk(b"IEND", b"")
+    )
+    for cut in (
+        data[: int(len(data) * fraction)],
+        cut_with_end_marker(data, fraction, data[-12:]),
+        rewritten,
+    ):
+        error = reason_of(cut)
+        assert isinstance(error, TruncatedImage), error
+        assert error.code == "truncated"
+
+
+def webp_with_image_cut(data: bytes, fraction: float) -> bytes:
+    """The VP8/VP8L chunk cut and every size field rewritten to match: a self-consistent file."""
+    body, pos = b"", 12
+    while pos < len(data):
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        payload = data[pos + 8 : pos + 8 + length]
+        if kind in (b"VP8 ", b"VP8L"):
+            payload = payload[: int(length * fraction)]
+        body += kind + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) & 1)
+        pos += 8 + length + (length & 1)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+@pytest.mark.parametrize("options", [{"quality": 90}, {"lossless": True}])
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99])
+def test_webp_cut_short_is_truncated_even_with_consistent_sizes(
+    options: dict[str, object], fraction: float
+) -> None:
+    data = encode(Image.fromarray(sample_photo("astronaut")), "WEBP", **options)
+    for cut in (data[: int(len(data) * fraction)], webp_with_image_cut(data, fraction)):
+        error = reason_of(cut)
+        assert isinstance(error, TruncatedImage), error
+        assert error.code == "truncated"
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "BMP"])
+def test_other_formats_cut_short_are_truncated(fmt: str) -> None:
+    data = encode(Image.fromarray(sample_photo("astronaut")), fmt)
+    assert isinstance(reason_of(data[: len(data) // 2]), TruncatedImage)
+
+
+# ---------------------------------------------------------------------------------- memory
+
+
+def test_decoded_bytes_are_bounded_by_the_bytes_per_pixel_of_the_mode() -> None:
+    """The same 100x100 pixels: 10 000 bytes as 8-bit grey, 20 000 as 16-bit, 40 000 as RGB
+    (Pillow stores three 8-bit bands in four bytes)."""
+    limits = ImageSettings(max_decoded_bytes=15_000)
+    grey8 = encode(Image.new("L", (100, 100), 128), "PNG")
+    grey16 = encode(Image.fromarray(np.full((100, 100), 30000, np.uint16)), "PNG")
+    rgb = encode(Image.new("RGB", (100, 100), RED), "PNG")
+    assert decode(grey8, limits).image.size == (100, 100)
+    for data, needed in ((grey16, 20_000), (rgb, 40_000)):
+        error = reason_of(data, limits)
+        assert isinstance(error, ImageTooLarge)
+        assert error.code == "too_large"
+        assert f"{needed} bytes" in error.reason and "15000" in error.reason
+    assert decode(grey16, ImageSettings(max_decoded_bytes=20_000)).image.size == (100, 100)
+
+
+def test_a_jpeg_is_bounded_by_the_size_it_is_decoded_at(big_jpeg: bytes) -> None:
+    limits = ImageSettings(max_decoded_bytes=6000 * 4000 * 4 - 1)
+    assert isinstance(reason_of(big_jpeg, limits), ImageTooLarge)  # full size: over
+    assert decode(big_jpeg, limits, min_side=256).image.size == (750, 500)  # 1/8 scale: fine
+
+
+def test_budget_reservations_wait_for_room_first_come_first_served() -> None:
+    budget = DecodeBudget(100)
+    order: list[str] = []
+
+    def take(name: str, nbytes: int) -> None:
+        with budget.reserve(nbytes):
+            order.append(name)
+
+    with budget.reserve(80):
+        big = threading.Thread(target=take, args=("big", 60))
+        big.start()
+        time.sleep(0.05)
+        small = threading.Thread(target=take, args=("small", 10))  # fits, but queues behind
+        small.start()
+        time.sleep(0.1)
+        assert order == [] and budget.in_use == 80
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
+    assert budget.in_use == 0
+    assert budget.peak <= 100
+    with budget.reserve(10**12) as held:  # more than the budget: waits to run alone
+        assert held == 100
+
+
+class LoadWatch:
+    """Counts PNG decodes running at once (each made to last a while so overlaps show)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original = PngImagePlugin.PngImageFile.load
+
+        def load(image: PngImagePlugin.PngImageFile) -> object:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                time.sleep(0.2)
+                return original(image)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+
+
+@pytest.mark.parametrize(("budget", "overlapping"), [(8 * 1024 * 1024, 1), (10**9, 2)])
+def test_the_budget_keeps_big_decodes_from_overlapping(
+    monkeypatch: pytest.MonkeyPatch, budget: int, overlapping: int
+) -> None:
+    """Two 1000x1000 RGB PNGs need ~4 MB each plus conversions: an 8 MiB budget runs them one
+    after the other, a large one side by side."""
+    watch = LoadWatch()
+    watch.install(monkeypatch)
+    decoder = ImageDecoder(ImageSettings(decode_budget_bytes=budget))
+    photo = encode(Image.fromarray(quadrants(1000, 1000)), "PNG")
+    threads = [threading.Thread(target=decoder.decode, args=(photo, 256)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert watch.most == overlapping
+    assert decoder.budget.peak <= budget
+    assert decoder.budget.in_use == 0
+
+
+def test_a_decode_waits_while_the_budget_is_held() -> None:
+    decoder = ImageDecoder(ImageSettings(decode_budget_bytes=50 * 1024 * 1024))
+    photo = encode(Image.fromarray(quadrants(2000, 2000)), "PNG")
+    done = threading.Event()
+
+    def run() -> None:
+        decoder.decode(photo, 256)
+        done.set()
+
+    with decoder.budget.reserve(decoder.budget.capacity):
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert not done.wait(0.5)
+    assert done.wait(10)
+    worker.join()
+
+
+@pytest.fixture(scope="module")
+def huge_palette_png() -> bytes:
+    """9999x9999, two colours: a 1-bit PNG of ~20 KB that is 100 MB as Pillow's P picture and
+    was 400 MB more as RGBA/RGB before any reduction."""
+    picture = Image.new("P", (9999, 9999), 0)
+    picture.putpalette([*RED, *GREEN, *BLUE, *YELLOW])
+    picture.paste(1, (5000, 0, 9999, 5000))
+    picture.paste(2, (0, 5000, 5000, 9999))
+    picture.paste(3, (5000, 5000, 9999, 9999))
+    return encode(picture, "PNG")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_huge_palette_png_is_reduced_without_a_full_size_rgb_copy(huge_palette_png: bytes) -> None:
+    assert len(huge_palette_png) < 100_000
+    decoder = ImageDecoder(LIMITS)
+    decoded = decoder.decode(huge_palette_png, min_side=256)
+    assert (decoded.width, decoded.height) == (9999, 9999)
+    assert decoded.image.size == (257, 257)  # 1/39: the smallest whole factor keeping 256
+    assert_quadrants(decoded.image, 0)
+    # What it reserved: the 100 MB palette picture and bands, not 400 MB of RGBA.
+    assert decoder.budget.peak < 140 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def huge_16_bit_tiff() -> bytes:
+    """9000x9000 16-bit grey, rows of one value each: 162 MB of pixels in ~270 KB."""
+    rows = (np.arange(9000, dtype=np.uint32) * 7).astype(np.uint16)
+    return encode(
+        Image.fromarray(np.repeat(rows[:, None], 9000, axis=1)), "TIFF", compression="tiff_deflate"
+    )
+
+
+def test_huge_16_bit_tiff_is_scaled_to_8_bits_and_reduced_without_float_copies(
+    huge_16_bit_tiff: bytes,
+) -> None:
+    assert len(huge_16_bit_tiff) < 400_000
+    decoder = ImageDecoder(LIMITS)
+    decoded = decoder.decode(huge_16_bit_tiff, min_side=256)
+    assert (decoded.width, decoded.height) == (9000, 9000)
+    assert decoded.image.size == (258, 258)  # 1/35, the last box partial
+    column = np.asarray(decoded.image)[:, 0, 0].astype(int)
+    expected = [
+        round(float(np.mean(np.arange(y * 35, min(y * 35 + 35, 9000)) * 7)) / 257)
+        for y in range(258)
+    ]
+    assert np.abs(column - np.array(expected)).max() <= 1  # scaled, not clipped white
+    # The 162 MB of 16-bit pixels plus bands; a float32 copy alone would be 324 MB more.
+    assert decoder.budget.peak < 200 * 1024 * 1024
+
+
+def test_reduction_keeps_orientation_and_colours() -> None:
+    stored = Image.fromarray(np.ascontiguousarray(STORED[6](quadrants(1200, 800))))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(stored.convert("RGBA"), "PNG", exif=exif.tobytes())
+    decoded = decode(data, LIMITS, min_side=256)
+    assert (decoded.width, decoded.height) == (1200, 800)
+    assert decoded.image.size == (400, 267)  # 1/3, turned upright
+    assert_quadrants(decoded.image, 0)
 
 
 # ------------------------------------------------------------------------------- preprocess

@@ -57,7 +57,7 @@ def test_one_bad_photo_does_not_fail_its_batch(
     results = pipeline.tag_batch(refs)
     assert [r.status for r in results] == [Status.TAGGED] + [Status.FAILED] * 5
     errors = [r.error for r in results[1:]]
-    assert errors == ["not_an_image", "corrupt", "empty", "not_found", "invalid_ref"]
+    assert errors == ["not_an_image", "truncated", "empty", "not_found", "invalid_ref"]
     assert all(r.reason and "\n" not in r.reason for r in results[1:])
     assert not any(r.transient for r in results)
 
