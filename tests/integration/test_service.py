@@ -14,7 +14,6 @@ from PIL import Image
 from tagger.client import InvalidReference, TaggerClient
 from tagger.config import FetchSettings, Settings
 from tagger.schemas import Status
-from tagger.store import SqlTagStore
 from tests.integration.services import CeleryWorker
 
 pytestmark = pytest.mark.integration
@@ -110,42 +109,6 @@ def test_an_invalid_reference_enqueues_nothing(service_settings: Settings) -> No
         with pytest.raises(InvalidReference, match=r"ftp://x/y\.jpg"):
             client.submit(["s3://ok/a.jpg", "ftp://x/y.jpg"])
         assert client.queue_depth() == 0
-
-
-def test_a_killed_worker_loses_nothing_and_tags_nothing_twice(
-    service_settings: Settings, moto_s3: object, start_worker: Callable[..., CeleryWorker]
-) -> None:
-    # kombu restores the unacked messages of a dead consumer only after visibility_timeout,
-    # swept every interval*throttle seconds; lowered so the test does not wait ~90 s.
-    fast_restore = {
-        "visibility_timeout": 5,
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    }
-    settings = service_settings.model_copy(
-        update={"worker": service_settings.worker.model_copy(update=fast_restore)}
-    )
-    refs = upload(moto_s3, "killed", 160)
-    first = start_worker(settings)
-    store = SqlTagStore(settings.store_url)
-    with TaggerClient(settings) as client:
-        job = client.submit(refs, batch_size=32)
-        deadline = time.monotonic() + 120
-        while job.status().done < 16 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.kill()
-        partial = job.status()
-        assert partial.done < 160, "the worker finished before it could be killed"
-        saved_before = {r.ref: r.tagged_at for r in store.get_many(refs).values()}
-        start_worker(settings)
-        counts = job.wait(timeout=300)
-        assert counts.done + counts.skipped == 160 and counts.failed == 0
-        results = store.get_many(refs)
-        assert len(results) == 160 and all(r.status == Status.TAGGED for r in results.values())
-        # photos saved before the kill were not tagged again after it
-        for ref, tagged_at in saved_before.items():
-            assert results[ref].tagged_at == tagged_at
-    store.close()
 
 
 def test_an_s3_outage_is_retried_until_everything_is_tagged(
