@@ -759,6 +759,11 @@ def _plan(
             peak += decoded  # the second decode that checks the last scan
     if fmt == "TIFF":
         peak += _tiff_buffer_bytes(img)
+    if layout is None:
+        # Pillow's non-JPEG decoders unpack through buffers of their own and glibc keeps the
+        # freed pages in per-thread arenas: measured peaks ran to three times the picture, so
+        # the reservation counts them and a second huge decode waits instead of overlapping.
+        peak += 2 * decoded
     factor = max(1, min(width, height) // min_side) if min_side else 1
     kept = math.ceil(width / factor) * math.ceil(height / factor) * 4
     peak += 2 * kept + 4 * min(width * height * 4, _BAND_BYTES)  # result, upright copy, bands
