@@ -1,0 +1,1 @@
+"""Analysers: one module per thing read from the pixels (objects, colours, …)."""
