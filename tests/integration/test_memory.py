@@ -43,7 +43,12 @@ WORKER = textwrap.dedent(
     process = psutil.Process()
 
     def peak_mib() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        # VmHWM is this process's own high-water mark; ru_maxrss is not: Linux carries the
+        # parent's peak over fork and exec, so under a 2 GB pytest it starts at 2 GB.
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def load(path: Path) -> tuple[str, list[int]]:
         tensor, decoded = decoder.load_tensor(path.read_bytes(), spec)
