@@ -26,12 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.errors import ModelError
 from tagger.model.build_objects import (
-    MANIFEST_FILE,
     MODEL_FILE,
     DetectorManifest,
     parse_labels,
-    sha256_file,
 )
+from tagger.model.registry import read_verified_manifest
 
 # From the labelled check set in scripts/eval_people.py: every threshold from 0.3 to 0.65 gives
 # ``person`` precision 1.0 and recall 1.0 there (true persons score 0.66-0.89, photos without a
@@ -86,21 +85,11 @@ def load_detector_artifact(path: Path) -> DetectorArtifact:
 
     A half-copied or modified model must never tag photos, so a mismatch is refused.
     """
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file() or not (path / MODEL_FILE).is_file():
-        raise ModelError(
-            f"no objects artifact in {path}; build it with python -m tagger.model.build_objects"
-        )
-    try:
-        manifest = DetectorManifest.model_validate_json(manifest_path.read_text("utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"unreadable manifest in {path}: {exc}") from exc
-    actual = sha256_file(path / MODEL_FILE)
-    if actual != manifest.sha256 or not actual.startswith(manifest.version):
-        raise ModelError(
-            f"{path / MODEL_FILE} does not match its manifest (sha256 {actual[:16]}…, "
-            f"expected {manifest.sha256[:16]}…); refusing a modified model, rebuild it"
-        )
+    manifest = read_verified_manifest(
+        path,
+        DetectorManifest,
+        f"objects artifact in {path}; build it with python -m tagger.model.build_objects",
+    )
     labels_path = path / manifest.labels_file
     if not labels_path.is_file():
         raise ModelError(f"no labels file {manifest.labels_file} in {path}")

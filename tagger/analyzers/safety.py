@@ -31,12 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.errors import ModelError
 from tagger.model.build_safety import (
-    MANIFEST_FILE,
     MODEL_FILE,
     SafetyManifest,
     SafetyPreprocess,
-    sha256_file,
 )
+from tagger.model.registry import read_verified_manifest
 
 # Yahoo's "above 0.8 is highly probably NSFW"; on the 250 ImageNet dev photos the highest score
 # is 0.42, so no photo there is tagged (scripts/eval_safety.py).
@@ -75,21 +74,11 @@ def load_safety_artifact(path: Path) -> SafetyArtifact:
 
     A half-copied or modified model must never score photos, so a mismatch is refused.
     """
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file() or not (path / MODEL_FILE).is_file():
-        raise ModelError(
-            f"no safety artifact in {path}; build it with python -m tagger.model.build_safety"
-        )
-    try:
-        manifest = SafetyManifest.model_validate_json(manifest_path.read_text("utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"unreadable manifest in {path}: {exc}") from exc
-    actual = sha256_file(path / MODEL_FILE)
-    if actual != manifest.sha256 or not actual.startswith(manifest.version):
-        raise ModelError(
-            f"{path / MODEL_FILE} does not match its manifest (sha256 {actual[:16]}…, "
-            f"expected {manifest.sha256[:16]}…); refusing a modified model, rebuild it"
-        )
+    manifest = read_verified_manifest(
+        path,
+        SafetyManifest,
+        f"safety artifact in {path}; build it with python -m tagger.model.build_safety",
+    )
     return SafetyArtifact(path=path, manifest=manifest)
 
 

@@ -17,7 +17,7 @@ import tempfile
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, Field
 
@@ -105,21 +105,41 @@ def _parse_labels(text: str) -> list[Label]:
     return [Label(wnid=row[1], name=row[2]) for row in rows]
 
 
-def load_artifact(path: Path) -> ModelArtifact:
-    """Read and verify an artifact: manifest present, checksum matches, labels complete."""
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Checksummed(Protocol):
+    sha256: str
+    version: str
+
+
+def read_verified_manifest(path: Path, manifest_type: type[_M], missing: str) -> _M:
+    """The manifest of the artifact in ``path``, once ``model.onnx`` matches its checksum:
+    every artifact (classifier, detector, safety) is verified by this one check, so a
+    half-copied or modified model never runs. ``missing`` says how to build one."""
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file() or not (path / MODEL_FILE).is_file():
-        raise ModelError(f"no model artifact in {path}; run `tagger model build`")
+        raise ModelError(f"no {missing}")
     try:
-        manifest = Manifest.model_validate_json(manifest_path.read_text("utf-8"))
+        manifest = manifest_type.model_validate_json(manifest_path.read_text("utf-8"))
     except ValueError as exc:
         raise ModelError(f"unreadable manifest in {path}: {exc}") from exc
+    checked = cast(_Checksummed, manifest)
+    expected, version = checked.sha256, checked.version
     actual = sha256_file(path / MODEL_FILE)
-    if actual != manifest.sha256 or not actual.startswith(manifest.version):
+    if actual != expected or not actual.startswith(version):
         raise ModelError(
             f"{path / MODEL_FILE} does not match its manifest (sha256 {actual[:16]}…, "
-            f"expected {manifest.sha256[:16]}…); refusing a modified model, rebuild it"
+            f"expected {expected[:16]}…); refusing a modified model, rebuild it"
         )
+    return manifest
+
+
+def load_artifact(path: Path) -> ModelArtifact:
+    """Read and verify an artifact: manifest present, checksum matches, labels complete."""
+    manifest = read_verified_manifest(
+        path, Manifest, f"model artifact in {path}; run `tagger model build`"
+    )
     labels = _parse_labels((path / manifest.labels_file).read_text("utf-8"))
     if len(labels) != manifest.num_classes:
         raise ModelError(
