@@ -38,11 +38,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
+from tagger.analyzers.registry import installed_versions
 from tagger.config import Settings
 from tagger.errors import transient_codes
 from tagger.formats import is_image_name
-from tagger.model.registry import artifact_dir, load_artifact
-from tagger.schemas import PhotoRef, Status
+from tagger.schemas import PhotoRef, Status, combined_version
 from tagger.sources import clean_etag, make_s3_client
 from tagger.store import PhotoState, TagStore
 from tagger.submitting import Submitter
@@ -115,7 +115,8 @@ class BackfillOptions(BaseModel):
     """What a run submits besides new and changed photos, and how far it goes."""
 
     retag_outdated: bool = Field(
-        default=False, description="also submit photos tagged by an older model version"
+        default=False,
+        description="also submit photos whose analysers (some or all) are at another version",
     )
     retry_failed: bool = Field(
         default=False, description="also submit photos whose earlier failure was permanent"
@@ -129,7 +130,7 @@ class BackfillSummary(BaseModel):
     """Counts of one run; also what ``--json`` prints and the Celery task returns."""
 
     target: str
-    model_version: str
+    model_version: str = Field(description="combined version of the enabled analysers")
     dry_run: bool = False
     resumed_after: str | None = Field(default=None, description="cursor the run started from")
     completed: bool = Field(default=False, description="reached the end of the listing")
@@ -168,7 +169,7 @@ ProgressHook = Callable[[BackfillSummary, str], None]
 def verdict(
     state: PhotoState | None,
     etag: str | None,
-    model_version: str,
+    versions: Mapping[str, str],
     error: str | None = None,
     transient: frozenset[str] = frozenset(),
 ) -> Verdict:
@@ -182,7 +183,7 @@ def verdict(
     if state is None or state.status not in (Status.TAGGED, Status.FAILED):
         return "new"
     if state.status is Status.TAGGED:
-        if state.is_tagged_by(etag, model_version):
+        if state.is_tagged_by(etag, versions):
             return "current"
         if etag is not None and state.etag == etag:
             return "outdated"
@@ -205,10 +206,10 @@ def should_submit(found: Verdict, options: BackfillOptions) -> bool:
 # -- helpers that touch the outside world -------------------------------------------------
 
 
-def current_model_version(settings: Settings) -> str:
-    """The version of the installed artifact, read from its verified manifest; onnxruntime is
-    not loaded, so a host that only submits work does not need it."""
-    return load_artifact(artifact_dir(settings)).version
+def current_versions(settings: Settings) -> dict[str, str]:
+    """Name -> version of each enabled analyser as installed, read from the verified
+    manifests; no model session is made, so listing stays cheap on a host that only submits."""
+    return installed_versions(settings)
 
 
 def listing_client(settings: Settings) -> S3Client:
@@ -325,7 +326,7 @@ class Backfill:
         s3: S3Client,
         store: TagStore,
         submitter: Submitter | None,
-        model_version: str,
+        versions: Mapping[str, str],
         options: BackfillOptions | None = None,
         *,
         lease: LeaseCheck | None = None,
@@ -336,7 +337,8 @@ class Backfill:
         self.s3 = s3
         self.store = store
         self.submitter = submitter
-        self.model_version = model_version
+        self.versions = dict(versions)
+        self.model_version = combined_version(self.versions)
         self.options = options or BackfillOptions()
         self.lease = lease
         self.on_progress = on_progress
@@ -419,9 +421,7 @@ class Backfill:
         chunk: list[_Listed] = []
         for item in listed:
             state = known.get(item.ref)
-            found = verdict(
-                state, item.etag, self.model_version, errors.get(item.ref), self._transient
-            )
+            found = verdict(state, item.etag, self.versions, errors.get(item.ref), self._transient)
             summary.listed += 1
             setattr(summary, found, getattr(summary, found) + 1)
             if not should_submit(found, options):
@@ -505,16 +505,16 @@ def run_backfill(
     submitter: Submitter | None,
     options: BackfillOptions | None = None,
     *,
-    model_version: str | None = None,
+    versions: Mapping[str, str] | None = None,
     lease: LeaseCheck | None = None,
     on_progress: ProgressHook | None = None,
 ) -> BackfillSummary:
     """One run with a fresh S3 client; the caller holds the lock (see :func:`hold_lock`)."""
-    version = model_version or current_model_version(settings)
+    compared = dict(versions) if versions is not None else current_versions(settings)
     s3 = listing_client(settings)
     try:
         backfill = Backfill(
-            settings, s3, store, submitter, version, options, lease=lease, on_progress=on_progress
+            settings, s3, store, submitter, compared, options, lease=lease, on_progress=on_progress
         )
         summary = backfill.run(target)
     finally:

@@ -26,20 +26,33 @@ import psutil
 import redis
 from pydantic import BaseModel
 
+from tagger.analyzers.registry import create_analyzers, installed_versions
 from tagger.client import TaggerClient
 from tagger.config import S3Settings, Settings, StoreSettings
 from tagger.devservers import CeleryWorker, MotoServer, RedisServer
-from tagger.imaging import load_tensor
+from tagger.imaging import ImageDecoder, load_tensor
 from tagger.localfiles import is_image_name
 from tagger.model.registry import ensure_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.pipeline import Pipeline
-from tagger.schemas import PhotoRef
+from tagger.schemas import Findings, PhotoRef
 from tagger.sources import Fetched, Fetcher
 from tagger.store import SqlTagStore
-from tagger.vocabulary import Vocabulary
 
 BUCKET = "bench-photos"
+
+
+class AnalyzerCost(BaseModel):
+    """CPU time one analyser costs per photo, on one thread: ``prepare`` (its resize from the
+    decoded photo, on an I/O thread) and ``analyse`` (its batched model run and decoding)."""
+
+    version: str
+    prepare_ms: float
+    analyse_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.prepare_ms + self.analyse_ms
 
 
 class BenchReport(BaseModel):
@@ -48,9 +61,13 @@ class BenchReport(BaseModel):
     batch_size: int
     worker_processes: int
     threads_per_process: int
+    analyzers: list[str]
+    analyzer_cost: dict[str, AnalyzerCost]
     model_limit: float
     compute_limit: float
+    compute_limit_classify_only: float
     service_local: float
+    service_local_classify_only: float | None
     service_s3: float
     naive_peer: float | None
     naive_photos: int
@@ -109,31 +126,68 @@ class Bench:
         return statistics.median(rates)
 
     # 2 -------------------------------------------------------------------------------------
-    def compute_limit(self) -> float:
-        photos = {str(PhotoRef.parse(f"s3://mem/{name}")): data for name, data in self.photos}
+    def analyzer_costs(self) -> dict[str, AnalyzerCost]:
+        """Core-ms per photo of each enabled analyser, on one thread, from photos decoded once
+        at the size that analyser needs (the decode itself is ``decode`` in cpu_ms_per_photo)."""
         settings = self.settings.model_copy(
-            update={"model": self.settings.model.model_copy(update={"intra_op_threads": 0})}
+            update={"model": self.settings.model.model_copy(update={"intra_op_threads": 1})}
         )
-        artifact = ensure_artifact(settings)
-        runtime = ModelRuntime(artifact, intra_op_threads=os.cpu_count() or 1)
-        with Pipeline(settings, runtime, Vocabulary.load(), MemoryFetcher(settings, photos)) as p:
-            p.tag_batch(list(photos)[: self.settings.batch_size])  # warm-up
+        decoder = ImageDecoder(settings.image)
+        analyzers = create_analyzers(settings)
+        side = max(analyzer.min_side for analyzer in analyzers)
+        started = time.thread_time()
+        images = [decoder.decode(data, side).image for _, data in self.photos]
+        self.cpu["decode (largest analyser size)"] = (time.thread_time() - started) * 1000 / self.n
+        costs: dict[str, AnalyzerCost] = {}
+        context: list[dict[str, Findings]] = [{} for _ in images]
+        size = settings.batch_size
+        for analyzer in analyzers:
+            analyzer.warm_up()
+            started = time.thread_time()
+            prepared = [analyzer.prepare(image) for image in images]
+            prepare_ms = (time.thread_time() - started) * 1000 / self.n
+            started = time.process_time()
+            for begin in range(0, self.n, size):
+                found = analyzer.analyse(
+                    prepared[begin : begin + size], context[begin : begin + size]
+                )
+                for offset, findings in enumerate(found):
+                    context[begin + offset][analyzer.name] = findings
+            analyse_ms = (time.process_time() - started) * 1000 / self.n
+            costs[analyzer.name] = AnalyzerCost(
+                version=analyzer.version, prepare_ms=prepare_ms, analyse_ms=analyse_ms
+            )
+        return costs
+
+    def compute_limit(self, settings: Settings) -> float:
+        """The in-process flow (decode, every enabled analyser, results) on photos in memory,
+        one process using every core: the ceiling the service is compared with."""
+        photos = {str(PhotoRef.parse(f"s3://mem/{name}")): data for name, data in self.photos}
+        settings = settings.model_copy(
+            update={"model": settings.model.model_copy(update={"intra_op_threads": 0})}
+        )
+        fetcher = MemoryFetcher(settings, photos)
+        with Pipeline(settings, create_analyzers(settings), fetcher) as pipeline:
+            pipeline.tag_batch(list(photos)[: settings.batch_size])  # warm-up
             rates = []
             for _ in range(self.repeat):
                 wall = time.perf_counter()
-                count = sum(len(batch) for batch in p.tag_stream(list(photos)))
+                count = sum(len(batch) for batch in pipeline.tag_stream(list(photos)))
                 rates.append(count / (time.perf_counter() - wall))
         return statistics.median(rates)
 
     # 3 and 4 -------------------------------------------------------------------------------
-    def service(self, settings: Settings, refs: list[str], label: str) -> float:
+    def service(
+        self, settings: Settings, refs: list[str], label: str, *, force_first: bool = False
+    ) -> float:
         """Median of ``repeat`` runs; runs after the first re-tag (``force``), since the
-        workers would otherwise skip photos they already tagged."""
+        workers would otherwise skip photos they already tagged (``force_first`` when another
+        set of analysers already tagged these refs in this store)."""
         rates, cpus = [], []
         with TaggerClient(settings) as client:
             for attempt in range(self.repeat):
                 cpu, wall = time.process_time(), time.perf_counter()
-                job = client.submit(refs, force=attempt > 0)
+                job = client.submit(refs, force=force_first or attempt > 0)
                 cpus.append((time.process_time() - cpu) * 1000 / len(refs))
                 counts = job.wait(timeout=3600, poll=0.05)
                 rates.append(len(refs) / (time.perf_counter() - wall))
@@ -282,9 +336,18 @@ def run_bench(
         )
 
         model_rate = bench.model_limit()
-        say(f"1. model limit            {model_rate:8.1f} images/s")
-        compute_rate = bench.compute_limit()
-        say(f"2. compute limit          {compute_rate:8.1f} images/s")
+        say(f"1. model limit (classify)         {model_rate:8.1f} images/s")
+        costs = bench.analyzer_costs()
+        for name, cost in costs.items():
+            say(
+                f"   {name:10s} {cost.total_ms:6.2f} core-ms/photo "
+                f"(prepare {cost.prepare_ms:5.2f}, analyse {cost.analyse_ms:5.2f})"
+            )
+        classify_only = settings.model_copy(update={"analyzers": ["classify"]})
+        compute_rate = bench.compute_limit(settings)
+        say(f"2. compute limit ({', '.join(settings.analyzers)}) {compute_rate:8.1f} images/s")
+        classify_rate = bench.compute_limit(classify_only)
+        say(f"2b. compute limit (classify only) {classify_rate:8.1f} images/s")
 
         files = workdir / "photos"
         for name, data in photos:
@@ -300,19 +363,29 @@ def run_bench(
             )
         keys = [name for name, _ in photos]
 
+        local_refs = [str(files / name) for name, _ in photos]
+        local_classify: float | None = None
+        if settings.analyzers != ["classify"]:
+            worker = CeleryWorker(
+                classify_only, workdir / "worker-classify.log", concurrency=processes
+            )
+            servers.append(worker)
+            worker.start(timeout=600)
+            local_classify = bench.service(classify_only, local_refs, "local, classify only")
+            worker.stop()
+            say(f"3b. service, local, classify only {local_classify:8.1f} images/s")
         worker = CeleryWorker(settings, workdir / "worker.log", concurrency=processes)
         servers.append(worker)
         worker.start(timeout=600)
         assert worker.process is not None
-        local_refs = [str(files / name) for name, _ in photos]
         cpu_before = _process_cpu([worker.process.pid])
-        local_rate = bench.service(settings, local_refs, "local")
+        local_rate = bench.service(settings, local_refs, "local", force_first=True)
         worker_cpu = _process_cpu([worker.process.pid]) - cpu_before
         bench.cpu["worker process total (local files)"] = worker_cpu * 1000 / (len(photos) * repeat)
-        say(f"3. service, local files   {local_rate:8.1f} images/s")
+        say(f"3. service, local files           {local_rate:8.1f} images/s")
         s3_refs = [f"s3://{BUCKET}/{key}" for key in keys]
         s3_rate = bench.service(settings, s3_refs, "s3")
-        say(f"4. service, S3 (moto)     {s3_rate:8.1f} images/s")
+        say(f"4. service, S3 (moto)             {s3_rate:8.1f} images/s")
         worker.stop()
 
         bench.s3_client_cpu(settings, keys)
@@ -330,9 +403,13 @@ def run_bench(
             batch_size=settings.batch_size,
             worker_processes=processes,
             threads_per_process=threads,
+            analyzers=list(settings.analyzers),
+            analyzer_cost=costs,
             model_limit=model_rate,
             compute_limit=compute_rate,
+            compute_limit_classify_only=classify_rate,
             service_local=local_rate,
+            service_local_classify_only=local_classify,
             service_s3=s3_rate,
             naive_peer=naive_rate,
             naive_photos=bench.naive_photos,
@@ -376,7 +453,7 @@ def run_backfill_bench(
     from PIL import Image
 
     from tagger.backfill import BackfillOptions, Target, run_backfill
-    from tagger.schemas import Status, TagResult
+    from tagger.schemas import AnalyzerRun, Status, TagResult, combined_version
 
     with private_services(base, "tagger-bench-backfill-") as (services, _, _):
         settings = services.model_copy(
@@ -394,7 +471,9 @@ def run_backfill_bench(
             etags = list(
                 pool.map(lambda key: s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"], keys)
             )
-        version = ensure_artifact(settings).version
+        versions = installed_versions(settings)
+        version = combined_version(versions)
+        runs = {name: AnalyzerRun(version=v) for name, v in versions.items()}
         done = int(objects * already_tagged)
         with SqlTagStore(settings.store_url) as store:
             store.save(
@@ -404,6 +483,7 @@ def run_backfill_bench(
                         status=Status.TAGGED,
                         etag=etag.strip('"'),
                         model_version=version,
+                        analyzers=runs,
                     )
                     for key, etag in zip(keys[:done], etags[:done], strict=True)
                 ]
@@ -415,7 +495,7 @@ def run_backfill_bench(
                     store,
                     client,
                     BackfillOptions(),
-                    model_version=version,
+                    versions=versions,
                 )
         report = BackfillBenchReport(
             objects=objects,

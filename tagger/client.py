@@ -6,6 +6,7 @@ an application that enqueues photos does not need onnxruntime, TensorFlow or the
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -143,8 +144,23 @@ class TaggerClient:
     def tags(self, ref: str | PhotoRef) -> TagResult | None:
         return self.store.get(PhotoRef.parse(ref).identity)
 
-    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
-        return self.store.search(tags, limit=limit)
+    def search(
+        self, tags: Sequence[str], limit: int = 50, *, safe: bool = False
+    ) -> list[SearchHit]:
+        """Photos having every one of ``tags``; ``safe`` leaves out photos whose safety score
+        reaches the configured threshold (and photos not scored)."""
+        max_nsfw = self._safe_below() if safe else None
+        return self.store.search(tags, limit=limit, max_nsfw=max_nsfw)
+
+    def flagged(self, limit: int = 100, threshold: float | None = None) -> list[TagResult]:
+        """Photos the safety analyser flagged (score at or above the threshold, by default the
+        configured one), most likely first."""
+        chosen = self.settings.safety.threshold if threshold is None else threshold
+        return self.store.flagged(chosen, limit=limit)
+
+    def _safe_below(self) -> float:
+        # "reaches the threshold" is flagged, so safe is strictly below it
+        return math.nextafter(self.settings.safety.threshold, 0.0)
 
     def failures(self, limit: int = 100) -> list[TagResult]:
         return self.store.failures(limit=limit)

@@ -7,12 +7,13 @@ deployment is fully described by its environment and a test by the Settings it b
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tagger.formats import IMAGE_SUFFIXES
 
@@ -230,6 +231,46 @@ class TriggerSettings(BaseModel):
     )
 
 
+class ObjectSettings(BaseModel):
+    """The ``objects`` analyser (COCO detector)."""
+
+    score_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="keep detections at least this confident"
+    )
+    max_batch: int = Field(default=8, ge=1, description="photos per detector run")
+
+
+class ColourSettings(BaseModel):
+    """The ``colours`` analyser."""
+
+    tag_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="a colour tag when its subject share reaches this"
+    )
+    thumbnail_side: int = Field(default=64, ge=8, le=512, description="pixels on the long side")
+
+
+class SafetySettings(BaseModel):
+    """The ``safety`` analyser (open_nsfw)."""
+
+    threshold: float = Field(
+        default=0.8, gt=0, le=1, description="P(nsfw) at which a photo is tagged nsfw, flagged"
+    )
+    max_batch: int = Field(default=16, ge=1, description="photos per model run")
+
+
+DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety")
+
+
+def _analyzer_names(value: object) -> object:
+    """``TAGGER_ANALYZERS=classify,colours`` as well as a JSON list or a Python list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
 class Settings(BaseSettings):
     """All of tagger's configuration; build one and pass it down, never read the env again."""
 
@@ -243,6 +284,12 @@ class Settings(BaseSettings):
         description="built model artifacts, one folder per architecture (TAGGER_MODEL_DIR)",
     )
     batch_size: int = Field(default=32, ge=1, description="photos per inference batch")
+    analyzers: Annotated[list[str], NoDecode, BeforeValidator(_analyzer_names)] = Field(
+        default_factory=lambda: list(DEFAULT_ANALYZERS),
+        min_length=1,
+        description="enabled analysers, e.g. TAGGER_ANALYZERS=classify,objects,colours,safety; "
+        "names are checked against tagger.analyzers.registry when the pipeline starts",
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
     tags: TagSettings = Field(default_factory=TagSettings)
@@ -252,6 +299,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    objects: ObjectSettings = Field(default_factory=ObjectSettings)
+    colours: ColourSettings = Field(default_factory=ColourSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
     listener_token: SecretStr | None = None
 
     @model_validator(mode="after")
@@ -265,6 +315,15 @@ class Settings(BaseSettings):
         image = self.image
         if image.max_decoded_bytes > image.decode_budget_bytes:
             raise ValueError("image.max_decoded_bytes must not exceed image.decode_budget_bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _analyzers_unique(self) -> Settings:
+        names = [name.strip().lower() for name in self.analyzers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"analyzers named twice: {', '.join(duplicates)}")
+        self.analyzers = names
         return self
 
     @property

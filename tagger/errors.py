@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     FETCH_FAILED = "fetch_failed"
     STORE_UNAVAILABLE = "store_unavailable"
     MODEL = "model"
+    CONFIG = "config"
     MALFORMED_EVENT = "malformed_event"
     INTERNAL = "internal"
 
@@ -115,6 +116,12 @@ class ModelError(PermanentError):
     """The model artifact is missing, tampered with or inconsistent."""
 
     code = ErrorCode.MODEL
+
+
+class ConfigError(PermanentError):
+    """A setting names something that does not exist (an unknown analyser) or does not fit."""
+
+    code = ErrorCode.CONFIG
 
 
 def transient_codes() -> frozenset[ErrorCode]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tagger.analyzers.classify import ClassifyAnalyzer
+from tagger.errors import ConfigError
 from tagger.pipeline import Pipeline
 from tagger.schemas import Status
 
@@ -22,6 +24,7 @@ _WNID = re.compile(r"^(n\d{8})_")
 class EvalReport(BaseModel):
     model: str
     model_version: str
+    analyzers: dict[str, str]
     photos: int
     failed: int
     top1: float
@@ -49,6 +52,9 @@ def evaluate(
     photos: Sequence[tuple[Path, str]],
     on_batch: Callable[[int], None] | None = None,
 ) -> EvalReport:
+    classifier = pipeline.analyzer("classify")
+    if not isinstance(classifier, ClassifyAnalyzer):
+        raise ConfigError("the ImageNet eval needs the classify analyser in TAGGER_ANALYZERS")
     truth = {str(path.resolve()): wnid for path, wnid in photos}
     top1 = top5 = failed = 0
     started = time.perf_counter()
@@ -65,8 +71,9 @@ def evaluate(
     seconds = time.perf_counter() - started
     count = max(len(photos), 1)
     return EvalReport(
-        model=pipeline.runtime.artifact.manifest.name,
-        model_version=pipeline.model_version,
+        model=classifier.runtime.artifact.manifest.name,
+        model_version=classifier.version,
+        analyzers=dict(pipeline.versions),
         photos=len(photos),
         failed=failed,
         top1=top1 / count,

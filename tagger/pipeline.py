@@ -22,12 +22,11 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 from tenacity import (
     Retrying,
@@ -37,16 +36,15 @@ from tenacity import (
     wait_random,
 )
 
+from tagger.analyzers.base import Analyzer
+from tagger.analyzers.registry import create_analyzers, rerun_closure
 from tagger.config import Settings
-from tagger.errors import ErrorCode, StoreUnavailable, TaggerError
+from tagger.errors import ConfigError, ErrorCode, StoreUnavailable, TaggerError
 from tagger.imaging import ImageDecoder
-from tagger.model.registry import ensure_artifact
-from tagger.model.runtime import ModelRuntime
-from tagger.schemas import PhotoRef, Status, TagResult
+from tagger.schemas import Findings, PhotoRef, Status, TagResult, combined_version
 from tagger.sources import Fetcher, redact_url
 from tagger.store import PhotoState, TagStore
 from tagger.store.writeback import S3WriteBack
-from tagger.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +53,15 @@ _T = TypeVar("_T")
 
 @dataclass
 class Loaded:
-    """A photo ready for the model, or the result it already has (failed or skipped)."""
+    """A photo ready for its analysers, or the result it already has (failed or skipped).
+
+    ``prepared`` holds each analyser's input by name; ``reused`` the findings of analysers
+    whose stored result is current, kept as they are when only outdated analysers re-run.
+    """
 
     ref: str
-    tensor: np.ndarray[Any, Any] | None = None
+    prepared: dict[str, Any] = field(default_factory=dict)
+    reused: dict[str, Findings] = field(default_factory=dict)
     etag: str | None = None
     width: int | None = None
     height: int | None = None
@@ -71,18 +74,21 @@ def content_tag(data: bytes) -> str:
 
 
 class Pipeline:
-    """Per-process tagging resources and the flow that uses them."""
+    """Per-process tagging resources (the analysers' model sessions, the fetcher, the decoder)
+    and the flow that uses them."""
 
     def __init__(
         self,
         settings: Settings,
-        runtime: ModelRuntime,
-        vocabulary: Vocabulary,
+        analyzers: Sequence[Analyzer],
         fetcher: Fetcher,
     ) -> None:
+        if not analyzers:
+            raise ConfigError("no analyser enabled; set TAGGER_ANALYZERS")
         self.settings = settings
-        self.runtime = runtime
-        self.vocabulary = vocabulary
+        self.analyzers = list(analyzers)
+        self.versions: dict[str, str] = {a.name: a.version for a in self.analyzers}
+        self.model_version = combined_version(self.versions)
         self.fetcher = fetcher
         # One decoder per process: its byte budget is shared by every I/O thread.
         self.decoder = ImageDecoder(settings.image)
@@ -94,26 +100,20 @@ class Pipeline:
     def from_settings(
         cls, settings: Settings, *, allow_local_paths: bool | None = None
     ) -> Pipeline:
-        artifact = ensure_artifact(settings)
-        runtime = ModelRuntime(artifact, intra_op_threads=settings.model.intra_op_threads)
         return cls(
             settings,
-            runtime,
-            Vocabulary.load(),
+            create_analyzers(settings),
             Fetcher(settings, allow_local_paths=allow_local_paths),
         )
 
-    @property
-    def model_version(self) -> str:
-        return self.runtime.version
+    def analyzer(self, name: str) -> Analyzer | None:
+        return next((a for a in self.analyzers if a.name == name), None)
 
     def warm_up(self) -> None:
-        """Run one batch of blank input: onnxruntime allocates and tunes on its first runs,
-        which should happen at process start rather than inside a user's first task."""
-        size = self.runtime.size
-        blank = np.zeros((self.settings.batch_size, size, size, 3), np.float32)
-        for _ in range(2):
-            self.runtime.predict(blank)
+        """onnxruntime allocates and tunes on its first runs, which should happen at process
+        start rather than inside a user's first task."""
+        for analyzer in self.analyzers:
+            analyzer.warm_up()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -128,23 +128,32 @@ class Pipeline:
     # -- the flow -------------------------------------------------------------------------
 
     def tag_batch(
-        self, refs: Sequence[PhotoRef | str], known: Mapping[str, PhotoState] | None = None
+        self,
+        refs: Sequence[PhotoRef | str],
+        known: Mapping[str, PhotoState] | None = None,
+        previous: Mapping[str, TagResult] | None = None,
     ) -> list[TagResult]:
         """Tag one batch; results come back in the order of ``refs``."""
-        return self._infer(self._submit_loads(refs, known or {}))
+        return self._infer(self._submit_loads(refs, known or {}, previous or {}))
 
     def tag_stream(
         self,
         refs: Iterable[PhotoRef | str],
         known: Mapping[str, PhotoState] | None = None,
         batch_size: int | None = None,
+        previous: Mapping[str, TagResult] | None = None,
     ) -> Iterator[list[TagResult]]:
         """Tag many photos batch by batch, downloading and decoding the next batch while the
-        current one is inferred, so the CPU never waits on the network."""
+        current one is analysed, so the CPU never waits on the network.
+
+        ``known`` is what the store holds (a photo tagged from the same content by the same
+        analysers is skipped); ``previous`` the stored results of photos whose analysers are
+        partly outdated, of which only the outdated analysers re-run.
+        """
         size = batch_size or self.settings.batch_size
         pending: list[Future[Loaded]] | None = None
         for chunk in _chunks(refs, size):
-            loading = self._submit_loads(chunk, known or {})
+            loading = self._submit_loads(chunk, known or {}, previous or {})
             if pending is not None:
                 yield self._infer(pending)
             pending = loading
@@ -152,30 +161,42 @@ class Pipeline:
             yield self._infer(pending)
 
     def _submit_loads(
-        self, refs: Sequence[PhotoRef | str], known: Mapping[str, PhotoState]
+        self,
+        refs: Sequence[PhotoRef | str],
+        known: Mapping[str, PhotoState],
+        previous: Mapping[str, TagResult],
     ) -> list[Future[Loaded]]:
-        return [self._pool.submit(self._load, ref, known) for ref in refs]
+        return [self._pool.submit(self._load, ref, known, previous) for ref in refs]
 
-    def _load(self, raw: PhotoRef | str, known: Mapping[str, PhotoState]) -> Loaded:
+    def _load(
+        self,
+        raw: PhotoRef | str,
+        known: Mapping[str, PhotoState],
+        previous: Mapping[str, TagResult],
+    ) -> Loaded:
         ref_text = _shown(raw)
         etag: str | None = None
         try:
             ref = PhotoRef.parse(raw)
             ref_text = ref.identity
-            previous = known.get(ref_text)
+            state = known.get(ref_text)
             if (
-                previous is not None
+                state is not None
                 and ref.kind == "s3"
-                and previous.is_tagged_by(self.fetcher.head(ref), self.model_version)
+                and state.is_tagged_by(self.fetcher.head(ref), self.versions)
             ):
-                return Loaded(ref_text, result=self._skipped(ref_text, previous))
+                return Loaded(ref_text, result=self._skipped(ref_text, state))
             fetched = self.fetcher.fetch(ref)
             etag = fetched.etag or content_tag(fetched.data)
-            if previous is not None and previous.is_tagged_by(etag, self.model_version):
-                return Loaded(ref_text, result=self._skipped(ref_text, previous))
-            spec = self.runtime.artifact.manifest.preprocess
-            tensor, decoded = self.decoder.load_tensor(fetched.data, spec)
-            return Loaded(ref_text, tensor, etag, decoded.width, decoded.height)
+            if state is not None and state.is_tagged_by(etag, self.versions):
+                return Loaded(ref_text, result=self._skipped(ref_text, state))
+            reused = self._reusable(previous.get(ref_text), etag)
+            needed = [a for a in self.analyzers if a.name not in reused]
+            side = max(a.min_side for a in needed)
+            prepared, decoded = self.decoder.decode_into(
+                fetched.data, side, lambda image: {a.name: a.prepare(image) for a in needed}
+            )
+            return Loaded(ref_text, prepared, reused, etag, decoded.width, decoded.height)
         except (TaggerError, ValueError) as exc:  # ValueError: an invalid reference
             # the ETag of a photo that failed to decode is kept, so a replaced photo is retried
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
@@ -183,45 +204,69 @@ class Pipeline:
             log.exception("unexpected error loading a photo", extra={"ref": ref_text})
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
 
+    def _reusable(self, prior: TagResult | None, etag: str) -> dict[str, Findings]:
+        """The findings of ``prior`` that stay valid: same content, analyser at the enabled
+        version, and nothing it reads being re-run."""
+        if prior is None or prior.status is not Status.TAGGED or prior.etag != etag:
+            return {}
+        rerun = rerun_closure(self.analyzers, prior.outdated(self.versions))
+        kept: dict[str, Findings] = {}
+        for name in self.versions:
+            found = None if name in rerun else prior.findings_of(name)
+            if found is not None:
+                kept[name] = found
+        if len(kept) == len(self.versions):  # same versions under another combined one
+            return {}
+        return kept
+
     def _infer(self, futures: Sequence[Future[Loaded]]) -> list[TagResult]:
         loaded = [future.result() for future in futures]
         ready = [item for item in loaded if item.result is None]
-        if ready:
+        found: list[dict[str, Findings]] = [dict(item.reused) for item in ready]
+        for analyzer in self.analyzers:
+            indices = [
+                i
+                for i, item in enumerate(ready)
+                if item.result is None and analyzer.name in item.prepared
+            ]
+            if not indices:
+                continue
+            inputs = [ready[i].prepared.pop(analyzer.name) for i in indices]
             try:
-                probabilities, _ = self.runtime.predict(
-                    np.stack([item.tensor for item in ready if item.tensor is not None])
-                )
+                outputs = analyzer.analyse(inputs, [found[i] for i in indices])
             except Exception as exc:
-                log.exception("inference failed", extra={"photos": len(ready)})
-                for item in ready:
-                    item.result = self._failed(item.ref, exc)
-            else:
-                for item, probs in zip(ready, probabilities, strict=True):
-                    item.result = self._tagged(item, probs)
+                log.exception(
+                    "analyser failed", extra={"analyzer": analyzer.name, "photos": len(indices)}
+                )
+                for i in indices:
+                    ready[i].result = self._failed(ready[i].ref, exc)
+                continue
+            for i, output in zip(indices, outputs, strict=True):
+                found[i][analyzer.name] = output
+        for item, findings in zip(ready, found, strict=True):
+            if item.result is None:
+                item.result = self._tagged(item, findings)
         return [item.result for item in loaded if item.result is not None]
 
     # -- results --------------------------------------------------------------------------
 
-    def _tagged(self, item: Loaded, probs: np.ndarray[Any, Any]) -> TagResult:
-        classes, tags = self.vocabulary.postprocess(
-            probs, self.settings.tags.top_classes, self.settings.tags.threshold
-        )
-        return TagResult(
+    def _tagged(self, item: Loaded, findings: Mapping[str, Findings]) -> TagResult:
+        ordered = {a.name: findings[a.name] for a in self.analyzers if a.name in findings}
+        return TagResult.merged(
+            ordered,
+            self.versions,
             ref=item.ref,
             status=Status.TAGGED,
-            model_version=self.model_version,
             etag=item.etag,
             width=item.width,
             height=item.height,
-            classes=classes,
-            tags=tags,
         )
 
     def _skipped(self, ref: str, previous: PhotoState) -> TagResult:
         return TagResult(
             ref=ref,
             status=Status.SKIPPED,
-            reason="already tagged with this content and model version",
+            reason="already tagged with this content and these analysers",
             model_version=previous.model_version,
             etag=previous.etag,
         )
@@ -319,8 +364,16 @@ def tag_and_store(
     wait = pipeline.settings.worker.store_wait if store_wait is None else store_wait
     identities = [_identity(ref) for ref in refs]
     known = {} if force else call_store(partial(store.known, identities), wait)
+    # Photos tagged before by analysers of which some are now outdated: their stored results
+    # are read so that only the outdated analysers run (same content only; checked per photo).
+    outdated = [
+        ref
+        for ref, state in known.items()
+        if state.status is Status.TAGGED and not state.is_tagged_by(state.etag, pipeline.versions)
+    ]
+    previous = call_store(partial(store.get_many, outdated), wait) if outdated else {}
     pending = iter(refs)
-    for batch in pipeline.tag_stream(refs, known, batch_size):
+    for batch in pipeline.tag_stream(refs, known, batch_size, previous):
         sent = [next(pending) for _ in batch]
         retry = [ref for ref, r in zip(sent, batch, strict=True) if retry_transient and r.transient]
         keep = [r for r in batch if not (retry_transient and r.transient)]

@@ -7,13 +7,14 @@ CLI and a row read back from the store are validated the same way.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -251,8 +252,91 @@ class Tag(BaseModel):
     parents: list[str] = Field(default_factory=list)
 
 
+class DetectedObject(BaseModel):
+    """One detection; ``box`` is ``(x0, y0, x1, y1)`` in 0..1 of the photo as displayed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    score: float = Field(ge=0.0, le=1.0)
+    box: tuple[float, float, float, float]
+
+
+class ColourShare(BaseModel):
+    """One basic colour term and the fraction (0..1) of the region it names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class Colours(BaseModel):
+    """Colour shares of the whole photo and of its subject, largest first, each >= 1 %."""
+
+    model_config = ConfigDict(frozen=True)
+
+    photo: list[ColourShare]
+    subject: list[ColourShare]
+
+
+class Safety(BaseModel):
+    """How likely the photo is not safe for work (open_nsfw's P(nsfw))."""
+
+    model_config = ConfigDict(frozen=True)
+
+    nsfw: float = Field(ge=0.0, le=1.0)
+
+
+class Findings(BaseModel):
+    """What one analyser adds to a photo's result: its tags and the fields it owns (the others
+    stay ``None``). A result is the merge of its analysers' findings, and a re-run of one
+    outdated analyser replaces exactly its own findings."""
+
+    tags: list[Tag] = Field(default_factory=list)
+    classes: list[ClassScore] | None = None
+    objects: list[DetectedObject] | None = None
+    counts: dict[str, int] | None = None
+    colours: Colours | None = None
+    safety: Safety | None = None
+    text: list[str] | None = None
+
+
+class AnalyzerRun(BaseModel):
+    """One analyser's part of a result: its version, its own tags (before they were merged
+    with the other analysers'), and which result fields it filled."""
+
+    version: str
+    tags: list[Tag] = Field(default_factory=list)
+    fields: list[str] = Field(default_factory=list)
+
+
+FINDING_FIELDS: tuple[str, ...] = ("classes", "objects", "counts", "colours", "safety", "text")
+"""The result fields an analyser may own, in the order they appear in a result."""
+
+
+def merge_tags(groups: Iterable[Sequence[Tag]]) -> list[Tag]:
+    """One tag per name across analysers (``dog`` from the classifier and from the detector),
+    with the best score and the parents of both, best first."""
+    merged: dict[str, Tag] = {}
+    for tags in groups:
+        for tag in tags:
+            seen = merged.get(tag.name)
+            if seen is None:
+                merged[tag.name] = tag.model_copy(update={"parents": list(tag.parents)})
+                continue
+            parents = list(dict.fromkeys([*seen.parents, *tag.parents]))
+            merged[tag.name] = Tag(name=tag.name, score=max(seen.score, tag.score), parents=parents)
+    return sorted(merged.values(), key=lambda tag: (-tag.score, tag.name))
+
+
 class TagResult(BaseModel):
-    """The outcome for one photo; a failure is a result too, so nothing is silently lost."""
+    """The outcome for one photo; a failure is a result too, so nothing is silently lost.
+
+    ``model_version`` is one combined version of every analyser that produced the result
+    (:func:`combined_version`); ``analyzers`` names each of them with its own version and
+    ``findings`` keeps each one's own part, so an outdated analyser can be re-run alone.
+    """
 
     ref: str
     status: Status
@@ -267,7 +351,58 @@ class TagResult(BaseModel):
     height: int | None = None
     classes: list[ClassScore] = Field(default_factory=list)
     tags: list[Tag] = Field(default_factory=list)
+    objects: list[DetectedObject] | None = None
+    counts: dict[str, int] | None = None
+    colours: Colours | None = None
+    safety: Safety | None = None
+    text: list[str] | None = None
+    analyzers: dict[str, AnalyzerRun] = Field(
+        default_factory=dict, description="each analyser that produced this result"
+    )
     tagged_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def nsfw(self) -> float | None:
+        return None if self.safety is None else self.safety.nsfw
+
+    def analyzer_versions(self) -> dict[str, str]:
+        return {name: run.version for name, run in self.analyzers.items()}
+
+    def outdated(self, enabled: Mapping[str, str]) -> list[str]:
+        """Names of the ``enabled`` analysers (name -> version) this result lacks or has from
+        another version, in the order given."""
+        mine = self.analyzer_versions()
+        return [name for name, version in enabled.items() if mine.get(name) != version]
+
+    def findings_of(self, name: str) -> Findings | None:
+        """What analyser ``name`` contributed, rebuilt from this result, to be kept as it is
+        while other analysers re-run."""
+        run = self.analyzers.get(name)
+        if run is None:
+            return None
+        return Findings.model_validate(
+            {"tags": run.tags, **{field: getattr(self, field) for field in run.fields}}
+        )
+
+    @classmethod
+    def merged(
+        cls, findings: Mapping[str, Findings], versions: Mapping[str, str], **fields: Any
+    ) -> TagResult:
+        """A result made of each analyser's findings (by name, in run order): the fields each
+        one owns, all their tags merged, and an :class:`AnalyzerRun` per analyser."""
+        owned: dict[str, Any] = {}
+        runs: dict[str, AnalyzerRun] = {}
+        for name, found in findings.items():
+            filled = [f for f in FINDING_FIELDS if getattr(found, f) is not None]
+            owned.update({f: getattr(found, f) for f in filled})
+            runs[name] = AnalyzerRun(version=versions[name], tags=found.tags, fields=filled)
+        return cls(
+            **fields,
+            **owned,
+            tags=merge_tags(found.tags for found in findings.values()),
+            analyzers=runs,
+            model_version=combined_version({name: versions[name] for name in findings}),
+        )
 
     def tag_names(self) -> list[str]:
         """Friendly tags and their parents, most likely first, without repeats."""
@@ -311,3 +446,15 @@ class PreprocessSpec(BaseModel):
     def resize_to(self) -> int:
         """Shorter side after resizing, before the centre crop."""
         return round(self.size / self.crop_fraction)
+
+
+def combined_version(versions: Mapping[str, str]) -> str:
+    """One short version for a set of analysers (name -> version): a result keeps it as its
+    ``model_version``, so "same content, same model" stays one comparison."""
+    if not versions:
+        return "none"
+    text = ";".join(f"{name}={versions[name]}" for name in sorted(versions))
+    return "a" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:VERSION_HEX]
+
+
+VERSION_HEX = 16

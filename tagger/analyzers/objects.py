@@ -14,8 +14,10 @@ same shape and the normalised boxes it returns are already fractions of the phot
 
 from __future__ import annotations
 
+import tomllib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,17 @@ import onnxruntime as ort
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from tagger.config import Settings
 from tagger.errors import ModelError
 from tagger.model.build_objects import (
     MODEL_FILE,
     DetectorManifest,
+    build_detector_artifact,
+    detector_pixels,
     parse_labels,
 )
-from tagger.model.registry import read_verified_manifest
+from tagger.model.registry import ensure_built, read_verified_manifest
+from tagger.schemas import DetectedObject, Findings, Tag, merge_tags
 
 # From the labelled check set in scripts/eval_people.py: every threshold from 0.3 to 0.65 gives
 # ``person`` precision 1.0 and recall 1.0 there (true persons score 0.66-0.89, photos without a
@@ -42,19 +48,11 @@ DEFAULT_MAX_BATCH = 8
 PERSON = "person"
 PEOPLE_MIN = 2
 GROUP_MIN = 4
+ARTIFACT_DIR = "objects"
+VOCABULARY_FILE = ("data", "object_vocabulary.toml")
 
 Box = tuple[float, float, float, float]
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
-
-
-class DetectedObject(BaseModel):
-    """One detection; ``box`` is ``(x0, y0, x1, y1)`` in 0..1 of the photo as displayed."""
-
-    model_config = ConfigDict(frozen=True)
-
-    label: str
-    score: float = Field(ge=0.0, le=1.0)
-    box: Box
 
 
 class Detections(BaseModel):
@@ -150,22 +148,30 @@ class ObjectDetector:
     def version(self) -> str:
         return self.artifact.version
 
+    @property
+    def input_size(self) -> int:
+        return self._size
+
     def detect(self, images: Sequence[Image.Image]) -> list[Detections]:
         """Detections for each (already upright) image, in order, in batches of ``max_batch``."""
+        return self.detect_pixels([self.pixels(image) for image in images])
+
+    def detect_pixels(
+        self, pixels: Sequence[np.ndarray[Any, np.dtype[np.uint8]]]
+    ) -> list[Detections]:
+        """Detections for photos already made into network input by :meth:`pixels`."""
         results: list[Detections] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start : start + self.max_batch]
-            batch = np.stack([self._pixels(image) for image in chunk])
+        for start in range(0, len(pixels), self.max_batch):
+            chunk = pixels[start : start + self.max_batch]
+            batch = np.stack(chunk)
             boxes, scores = self._session.run(self._outputs, {self._input: batch})
             results.extend(
                 self._decode(boxes[i].reshape(-1, 4), scores[i]) for i in range(len(chunk))
             )
         return results
 
-    def _pixels(self, image: Image.Image) -> np.ndarray[Any, np.dtype[np.uint8]]:
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        resized = rgb.resize((self._size, self._size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(resized, dtype=np.uint8)
+    def pixels(self, image: Image.Image) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        return detector_pixels(image, self._size)
 
     def _decode(self, boxes: FloatArray, scores: FloatArray) -> Detections:
         manifest = self.artifact.manifest
@@ -232,9 +238,49 @@ def _nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float) -> list[in
     return keep
 
 
-def object_tags(detections: Detections) -> list[tuple[str, float]]:
-    """Tags with their confidence, best first: each COCO label found (its best score), plus
-    ``people`` when 2+ persons and ``group`` when 4+ were found.
+class LabelTag(BaseModel):
+    """The friendly tag a detector label counts as."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tag: str | None = None
+    parents: tuple[str, ...] = ()
+
+
+class CountTag(BaseModel):
+    """A tag earned by ``min`` detections of one label (``people`` for 2+ persons)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    min: int = Field(ge=2)
+    tag: str
+    parents: tuple[str, ...] = ()
+
+
+class ObjectVocabulary(BaseModel):
+    """``tagger/data/object_vocabulary.toml``: detector labels as friendly tags."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labels: dict[str, LabelTag]
+    counts: tuple[CountTag, ...] = ()
+
+    @classmethod
+    def load(cls) -> ObjectVocabulary:
+        text = resources.files("tagger").joinpath(*VOCABULARY_FILE).read_text("utf-8")
+        return cls.model_validate(tomllib.loads(text))
+
+    def tag_of(self, label: str) -> tuple[str, tuple[str, ...]]:
+        entry = self.labels.get(label)
+        if entry is None:
+            return label, ()
+        return entry.tag or label, entry.parents
+
+
+def object_tags(detections: Detections, vocabulary: ObjectVocabulary) -> list[Tag]:
+    """Tags with their confidence, best first: each label found, as its friendly tag (its best
+    score), plus the count tags (``people`` for 2+ persons, ``group`` for 4+).
 
     The confidence of "at least n persons" is the n-th best person score, since that many
     detections all had to be right for the tag to be right.
@@ -242,13 +288,74 @@ def object_tags(detections: Detections) -> list[tuple[str, float]]:
     scores: dict[str, list[float]] = {}
     for obj in detections.objects:
         scores.setdefault(obj.label, []).append(obj.score)
-    tags: list[tuple[str, float]] = []
+    groups: list[list[Tag]] = []
     for label, values in scores.items():
         values.sort(reverse=True)
-        tags.append((label, values[0]))
-    persons = scores.get(PERSON, [])
-    if len(persons) >= PEOPLE_MIN:
-        tags.append(("people", persons[PEOPLE_MIN - 1]))
-    if len(persons) >= GROUP_MIN:
-        tags.append(("group", persons[GROUP_MIN - 1]))
-    return sorted(tags, key=lambda tag: (-tag[1], tag[0]))
+        name, parents = vocabulary.tag_of(label)
+        groups.append([Tag(name=name, score=round(values[0], 6), parents=list(parents))])
+    for rule in vocabulary.counts:
+        values = scores.get(rule.label, [])
+        if len(values) >= rule.min:
+            score = round(values[rule.min - 1], 6)
+            groups.append([Tag(name=rule.tag, score=score, parents=list(rule.parents))])
+    return merge_tags(groups)
+
+
+class ObjectsAnalyzer:
+    """The ``objects`` analyser: detections, counts and their tags."""
+
+    name = "objects"
+    reads: tuple[str, ...] = ()
+
+    def __init__(self, detector: ObjectDetector, vocabulary: ObjectVocabulary) -> None:
+        self.detector = detector
+        self.vocabulary = vocabulary
+
+    @classmethod
+    def create(cls, settings: Settings) -> ObjectsAnalyzer:
+        artifact = ensure_built(
+            settings.model_dir / ARTIFACT_DIR,
+            load_detector_artifact,
+            build_detector_artifact,
+            allowed=settings.model.build_if_missing,
+        )
+        detector = ObjectDetector(
+            artifact,
+            score_threshold=settings.objects.score_threshold,
+            max_batch=settings.objects.max_batch,
+            intra_op_threads=settings.model.intra_op_threads,
+        )
+        return cls(detector, ObjectVocabulary.load())
+
+    @staticmethod
+    def installed_version(settings: Settings) -> str:
+        return load_detector_artifact(settings.model_dir / ARTIFACT_DIR).version
+
+    @property
+    def version(self) -> str:
+        return self.detector.version
+
+    @property
+    def min_side(self) -> int:
+        return self.detector.input_size
+
+    def prepare(self, image: Image.Image) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        return self.detector.pixels(image)
+
+    def analyse(
+        self,
+        prepared: Sequence[np.ndarray[Any, np.dtype[np.uint8]]],
+        context: Sequence[Mapping[str, Findings]],
+    ) -> list[Findings]:
+        return [
+            Findings(
+                objects=found.objects,
+                counts=found.counts,
+                tags=object_tags(found, self.vocabulary),
+            )
+            for found in self.detector.detect_pixels(prepared)
+        ]
+
+    def warm_up(self) -> None:
+        side = self.detector.input_size
+        self.detector.detect_pixels([np.zeros((side, side, 3), np.uint8)])

@@ -19,39 +19,37 @@ Caffe means. It is numpy/Pillow only: 2-4 ms a photo against 27-35 ms of inferen
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from tagger.analyzers.base import scored_tags
+from tagger.config import Settings
 from tagger.errors import ModelError
 from tagger.model.build_safety import (
     MODEL_FILE,
     SafetyManifest,
     SafetyPreprocess,
+    build_safety_artifact,
+    safety_input,
+    safety_input_into,
 )
-from tagger.model.registry import read_verified_manifest
+from tagger.model.registry import ensure_built, read_verified_manifest
+from tagger.schemas import Findings, Safety
 
 # Yahoo's "above 0.8 is highly probably NSFW"; on the 250 ImageNet dev photos the highest score
 # is 0.42, so no photo there is tagged (scripts/eval_safety.py).
 DEFAULT_NSFW_THRESHOLD = 0.8
 DEFAULT_MAX_BATCH = 16
 NSFW_TAG = "nsfw"
+ARTIFACT_DIR = "safety"
 
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
-
-
-class Safety(BaseModel):
-    """What the ``safety`` analyser says about one photo: P(nsfw) in 0..1."""
-
-    model_config = ConfigDict(frozen=True)
-
-    nsfw: float = Field(ge=0.0, le=1.0)
 
 
 class SafetyArtifact(BaseModel):
@@ -82,25 +80,11 @@ def load_safety_artifact(path: Path) -> SafetyArtifact:
     return SafetyArtifact(path=path, manifest=manifest)
 
 
-def preprocess_into(out: FloatArray, image: Image.Image, spec: SafetyPreprocess) -> None:
-    """Write one photo's network input into ``out`` (crop x crop x 3, float32), in place, so a
-    batch is filled without an intermediate array per photo."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    resized = rgb.resize((spec.resize, spec.resize), Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    resized.save(buffer, format="JPEG", quality=spec.jpeg_roundtrip_quality)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        pixels = np.asarray(decoded.convert("RGB"))
-    start, stop = spec.offset, spec.offset + spec.crop
-    np.subtract(pixels[start:stop, start:stop, ::-1], np.asarray(spec.mean, np.float32), out=out)
-
-
 def preprocess(images: Sequence[Image.Image], spec: SafetyPreprocess) -> FloatArray:
     """The (N, crop, crop, 3) BGR mean-subtracted float32 batch for ``images``."""
     batch: FloatArray = np.empty((len(images), spec.crop, spec.crop, 3), np.float32)
     for index, image in enumerate(images):
-        preprocess_into(batch[index], image, spec)
+        safety_input_into(batch[index], image, spec)
     return batch
 
 
@@ -181,3 +165,61 @@ class SafetyScorer:
     def tags(self, safety: Safety) -> list[tuple[str, float]]:
         """The ``nsfw`` tag at this scorer's threshold (from Settings when wired in)."""
         return safety_tags(safety, self.threshold)
+
+
+class SafetyAnalyzer:
+    """The ``safety`` analyser: P(nsfw), and the ``nsfw`` tag at the configured threshold."""
+
+    name = "safety"
+    reads: tuple[str, ...] = ()
+
+    def __init__(self, scorer: SafetyScorer) -> None:
+        self.scorer = scorer
+        self._spec = scorer.artifact.manifest.preprocess
+
+    @classmethod
+    def create(cls, settings: Settings) -> SafetyAnalyzer:
+        artifact = ensure_built(
+            settings.model_dir / ARTIFACT_DIR,
+            load_safety_artifact,
+            build_safety_artifact,
+            allowed=settings.model.build_if_missing,
+        )
+        scorer = SafetyScorer(
+            artifact,
+            threshold=settings.safety.threshold,
+            max_batch=settings.safety.max_batch,
+            intra_op_threads=settings.model.intra_op_threads,
+        )
+        return cls(scorer)
+
+    @staticmethod
+    def installed_version(settings: Settings) -> str:
+        return load_safety_artifact(settings.model_dir / ARTIFACT_DIR).version
+
+    @property
+    def version(self) -> str:
+        return self.scorer.version
+
+    @property
+    def min_side(self) -> int:
+        return self._spec.resize
+
+    def prepare(self, image: Image.Image) -> FloatArray:
+        return safety_input(image, self._spec)
+
+    def analyse(
+        self, prepared: Sequence[FloatArray], context: Sequence[Mapping[str, Findings]]
+    ) -> list[Findings]:
+        scores: list[float] = []
+        batch = self.scorer.max_batch
+        for start in range(0, len(prepared), batch):
+            scores.extend(self.scorer.score_batch(np.stack(prepared[start : start + batch])))
+        return [self._findings(Safety(nsfw=round(score, 6))) for score in scores]
+
+    def _findings(self, safety: Safety) -> Findings:
+        return Findings(safety=safety, tags=scored_tags(self.scorer.tags(safety)))
+
+    def warm_up(self) -> None:
+        crop = self._spec.crop
+        self.scorer.score_batch(np.zeros((1, crop, crop, 3), np.float32))

@@ -18,13 +18,14 @@ from tagger.backfill import (
     Lease,
     LockHeld,
     Target,
-    current_model_version,
+    current_versions,
     hold_lock,
     run_backfill,
 )
 from tagger.client import TaggerClient
 from tagger.config import Settings
-from tagger.errors import ModelError
+from tagger.errors import ConfigError, ModelError
+from tagger.schemas import combined_version
 
 EXIT_LOCKED = 3
 """Exit status when another backfill of the same prefix is running; distinct from failures,
@@ -71,14 +72,17 @@ def _print_summary(summary: BackfillSummary) -> None:
     typer.echo(
         f"  {state}: {summary.seconds:.1f} s, {summary.rate:.0f} photos/s, "
         f"{summary.waited_seconds:.1f} s waiting for the queue (max depth "
-        f"{summary.max_queue_depth_seen}), model {summary.model_version}"
+        f"{summary.max_queue_depth_seen}), analysers {summary.model_version}"
     )
 
 
 def backfill(
     target: Annotated[str, typer.Argument(help="s3://bucket/prefix to scan")],
     retag_outdated: Annotated[
-        bool, typer.Option(help="also re-tag photos tagged by an older model version")
+        bool,
+        typer.Option(
+            help="also re-tag photos whose analysers are outdated; only those analysers re-run"
+        ),
     ] = False,
     retry_failed: Annotated[
         bool, typer.Option(help="also retry photos whose earlier failure was permanent")
@@ -93,9 +97,13 @@ def backfill(
         bool, typer.Option(help="list from the start, ignoring where the last run stopped")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    model_version: Annotated[
+    analyzer_versions: Annotated[
         str | None,
-        typer.Option(help="compare with this model version instead of the installed model's"),
+        typer.Option(
+            "--versions",
+            help="compare with these analyser versions (classify=…,objects=…) "
+            "instead of the installed ones",
+        ),
     ] = None,
 ) -> None:
     """Submit every photo under an S3 prefix that is not tagged yet, paced by the queue."""
@@ -106,10 +114,15 @@ def backfill(
         raise typer.BadParameter(str(exc), param_hint="TARGET") from None
     err = Console(stderr=True)
     try:
-        version = model_version or current_model_version(settings)
-    except ModelError as exc:
-        err.print(f"[red]{exc.reason}[/red] (or pass --model-version)")
+        versions = (
+            parse_versions(analyzer_versions) if analyzer_versions else current_versions(settings)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--versions") from None
+    except (ModelError, ConfigError) as exc:
+        err.print(f"[red]{exc.reason}[/red] (or pass --versions)")
         raise typer.Exit(1) from None
+    version = combined_version(versions)
     options = BackfillOptions(
         retag_outdated=retag_outdated,
         retry_failed=retry_failed,
@@ -138,7 +151,7 @@ def backfill(
                 client.store,
                 None if dry_run else client,
                 options,
-                model_version=version,
+                versions=versions,
                 lease=lease,
                 on_progress=show,
             )
@@ -186,3 +199,14 @@ def register(app: typer.Typer) -> None:
     app.command(
         "beat", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
     )(beat)
+
+
+def parse_versions(text: str) -> dict[str, str]:
+    """``classify=c786…,objects=1f2e…`` as a mapping."""
+    versions: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, version = part.strip().partition("=")
+        if not sep or not name.strip() or not version.strip():
+            raise ValueError(f"expected NAME=VERSION, got {part.strip()!r}")
+        versions[name.strip()] = version.strip()
+    return versions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated
@@ -95,11 +96,16 @@ def show(
 def search(
     tags: Annotated[list[str], typer.Argument(help="photos must have all of these tags")],
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    safe: Annotated[
+        bool, typer.Option(help="leave out photos the safety analyser flagged or did not score")
+    ] = False,
     json_lines: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Photos having all the given tags, best match first."""
-    store = SqlTagStore.from_settings(Settings())
-    hits = store.search(tags, limit=limit)
+    settings = Settings()
+    store = SqlTagStore.from_settings(settings)
+    max_nsfw = math.nextafter(settings.safety.threshold, 0.0) if safe else None
+    hits = store.search(tags, limit=limit, max_nsfw=max_nsfw)
     store.close()
     if json_lines:
         for hit in hits:
@@ -109,6 +115,29 @@ def search(
         typer.echo(f"{hit.score:.3f}\t{hit.ref}")
     if not hits:
         Console(stderr=True).print(f"no photo has all of: {', '.join(tags)}")
+
+
+def flagged(
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="default: TAGGER_SAFETY__THRESHOLD"),
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Photos the safety analyser flagged as not safe for work, most likely first."""
+    settings = Settings()
+    chosen = settings.safety.threshold if threshold is None else threshold
+    store = SqlTagStore.from_settings(settings)
+    results = store.flagged(chosen, limit=limit)
+    store.close()
+    if json_lines:
+        print_json_lines(results)
+        return
+    for result in results:
+        typer.echo(f"{result.nsfw:.3f}\t{result.ref}")
+    if not results:
+        Console(stderr=True).print(f"no photo has an nsfw score of {chosen} or more")
 
 
 def eval_command(
@@ -147,4 +176,5 @@ def register(app: typer.Typer) -> None:
     app.command()(tag)
     app.command()(show)
     app.command()(search)
+    app.command()(flagged)
     app.command("eval")(eval_command)

@@ -22,14 +22,24 @@ def results_table(results: Iterable[TagResult]) -> Table:
     table.add_column("photo", overflow="fold")
     table.add_column("status")
     table.add_column("tags", overflow="fold")
+    table.add_column("objects", overflow="fold")
+    table.add_column("colours", overflow="fold")
+    table.add_column("nsfw", justify="right")
     table.add_column("top class", overflow="fold")
     for result in results:
         style = _STATUS_STYLE[result.status]
+        objects = colours = nsfw = ""
         if result.status == Status.FAILED:
             kind = f"{result.error}, transient" if result.transient else str(result.error)
             tags = f"[red]{result.reason}[/red] ({kind})"
             top = ""
         else:
+            objects = ", ".join(f"{label} x{n}" for label, n in (result.counts or {}).items())
+            if result.colours is not None:
+                colours = ", ".join(
+                    f"{share.name} {share.fraction:.0%}" for share in result.colours.subject[:3]
+                )
+            nsfw = "" if result.nsfw is None else f"{result.nsfw:.3f}"
             tags = ", ".join(
                 f"{tag.name} {tag.score:.2f}"
                 + (f" ({', '.join(tag.parents)})" if tag.parents else "")
@@ -38,7 +48,8 @@ def results_table(results: Iterable[TagResult]) -> Table:
             top = (
                 f"{result.classes[0].label} {result.classes[0].score:.2f}" if result.classes else ""
             )
-        table.add_row(result.ref, f"[{style}]{result.status.value}[/{style}]", tags, top)
+        status = f"[{style}]{result.status.value}[/{style}]"
+        table.add_row(result.ref, status, tags, objects, colours, nsfw, top)
     return table
 
 

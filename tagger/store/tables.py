@@ -1,9 +1,9 @@
 """The SQL schema, written once in SQLAlchemy Core so SQLite and PostgreSQL get the same tables.
 
-Tables are created on first use with ``metadata.create_all`` (which skips existing ones). That
-is enough while the schema only grows by new tables; the first change to an existing table is
-the moment to add Alembic migrations, generated from this ``metadata``. Constraint names follow
-a fixed convention so such migrations can refer to them.
+The schema is brought up to date on first use by the Alembic migrations in
+``tagger/store/migrations`` (:mod:`tagger.store.schema`); this ``metadata`` is their target, and
+a test checks that the migrated database and it agree on SQLite and PostgreSQL. Constraint names
+follow a fixed convention so migrations can refer to them.
 
 ``photos`` holds one row per photo with its full result (``classes`` as JSON, because they are
 only ever read back whole). ``tags`` is the search index derived from it: one row per photo and
@@ -99,11 +99,19 @@ photos = Table(
     Column("classes", _Json, nullable=False, comment="list of ClassScore dicts"),
     Column("tagged_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("analyzers", _Json, nullable=True, comment="name -> AnalyzerRun dict"),
+    Column("objects", _Json, nullable=True, comment="list of DetectedObject dicts"),
+    Column("counts", _Json, nullable=True, comment="label -> count"),
+    Column("colours", _Json, nullable=True, comment="Colours dict"),
+    Column("nsfw", Float, nullable=True, comment="safety score"),
+    Column("text", _Json, nullable=True, comment="words read"),
     CheckConstraint(_one_of("status", PHOTO_STATUSES), name="status"),
     # status leads, so counts per status use it; tagged_at serves "most recent failures".
     Index("ix_photos_status_tagged_at", "status", "tagged_at"),
     # "what did model X tag" — for re-tagging with a newer model.
     Index("ix_photos_model_version", "model_version"),
+    # "flagged photos, most likely first" starts from the score.
+    Index("ix_photos_nsfw", "nsfw"),
 )
 
 tags = Table(

@@ -33,14 +33,14 @@ from tagger.backfill import (
     LockHeld,
     LockLost,
     Target,
-    current_model_version,
+    current_versions,
     hold_lock,
     run_backfill,
 )
 from tagger.client import TaggerClient
 from tagger.config import BackfillSettings, Settings
 from tagger.queueing import BACKFILL_TASK, make_celery
-from tagger.schemas import Status, TagResult
+from tagger.schemas import AnalyzerRun, Status, TagResult, combined_version
 from tagger.store import SqlTagStore
 from tests.integration.services import CeleryWorker, settings_env
 from workers.backfill_task import register_backfill_task
@@ -96,9 +96,15 @@ def queued_refs(settings: Settings) -> list[str]:
         client.close()
 
 
-def tagged(refs: dict[str, str], model_version: str) -> list[TagResult]:
+def tagged(refs: dict[str, str], versions: dict[str, str]) -> list[TagResult]:
     return [
-        TagResult(ref=ref, status=Status.TAGGED, etag=etag, model_version=model_version)
+        TagResult(
+            ref=ref,
+            status=Status.TAGGED,
+            etag=etag,
+            model_version=combined_version(versions),
+            analyzers={name: AnalyzerRun(version=v) for name, v in versions.items()},
+        )
         for ref, etag in refs.items()
     ]
 
@@ -134,7 +140,7 @@ def test_only_untagged_photos_are_submitted_and_once_tagged_nothing_is(
     start_worker: Callable[..., CeleryWorker],
 ) -> None:
     refs = upload(moto_s3, "backfill-once", 1000)
-    version = current_model_version(settings)
+    version = current_versions(settings)
     done = dict(list(refs.items())[::10] + list(refs.items())[1::10] + list(refs.items())[2::10])
     store.save(tagged(done, version))
     target = Target.parse(f"s3://backfill-once/{PREFIX}")

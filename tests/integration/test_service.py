@@ -180,3 +180,95 @@ def test_results_are_written_back_to_s3_when_enabled(
     assert as_dict["owner"] == "alice", "the owner's own tag must survive"
     assert "tagger:cat" in as_dict and "tagger:animal" in as_dict
     assert len(tags) <= 10
+
+
+def test_every_analyser_reaches_the_store_the_client_and_the_s3_sidecar(
+    service_settings: Settings,
+    moto_s3: object,
+    start_worker: Callable[..., CeleryWorker],
+    sample_photos: dict[str, bytes],
+) -> None:
+    import json
+
+    s3 = moto_s3
+    s3.create_bucket(Bucket="an-photos")  # type: ignore[attr-defined]
+    s3.create_bucket(Bucket="an-results")  # type: ignore[attr-defined]
+    for name in ("astronaut", "chelsea"):
+        s3.put_object(Bucket="an-photos", Key=f"{name}.jpg", Body=sample_photos[name])  # type: ignore[attr-defined]
+    refs = ["s3://an-photos/astronaut.jpg", "s3://an-photos/chelsea.jpg"]
+    settings = service_settings.model_copy(
+        update={
+            "s3": service_settings.s3.model_copy(update={"results_prefix": "s3://an-results/t"})
+        }
+    )
+    assert settings.analyzers == ["classify", "objects", "colours", "safety"]  # the defaults
+    start_worker(settings)
+    with TaggerClient(settings) as client:
+        assert client.submit(refs).wait(timeout=180).done == 2
+        astronaut, chelsea = (client.tags(ref) for ref in refs)
+        assert astronaut is not None and chelsea is not None
+        assert "person" in astronaut.tag_names() and astronaut.counts == {"person": 1}
+        assert astronaut.safety is not None and astronaut.colours is not None
+        assert chelsea.counts == {"cat": 1} and "cat" in chelsea.tag_names()
+        assert set(chelsea.analyzers) == {"classify", "objects", "colours", "safety"}
+        assert [hit.ref for hit in client.search(["person"])] == [refs[0]]
+        # moderation: flagged at the astronaut's own score, and then left out of safe search
+        assert client.flagged() == []
+        flagged = client.flagged(threshold=astronaut.safety.nsfw)
+        assert refs[0] in [r.ref for r in flagged]
+    sidecar = s3.get_object(Bucket="an-results", Key="t/an-photos/astronaut.jpg.json")  # type: ignore[attr-defined]
+    body = json.loads(sidecar["Body"].read())
+    assert body["counts"] == {"person": 1} and body["objects"][0]["label"] == "person"
+    assert body["safety"]["nsfw"] == astronaut.safety.nsfw
+    assert body["colours"]["subject"] and set(body["analyzers"]) == set(astronaut.analyzers)
+
+
+def test_retag_outdated_runs_only_the_new_analysers_on_the_whole_bucket(
+    service_settings: Settings,
+    moto_s3: object,
+    start_worker: Callable[..., CeleryWorker],
+    sample_photos: dict[str, bytes],
+) -> None:
+    from tagger.backfill import BackfillOptions, Target, current_versions, hold_lock, run_backfill
+
+    s3 = moto_s3
+    s3.create_bucket(Bucket="old-photos")  # type: ignore[attr-defined]
+    for name, data in sample_photos.items():
+        s3.put_object(Bucket="old-photos", Key=f"p/{name}.jpg", Body=data)  # type: ignore[attr-defined]
+    refs = [f"s3://old-photos/p/{name}.jpg" for name in sample_photos]
+    classify_only = service_settings.model_copy(update={"analyzers": ["classify"]})
+    first = start_worker(classify_only)
+    with TaggerClient(classify_only) as client:
+        assert client.submit(refs).wait(timeout=180).done == len(refs)
+        before = client.store.get_many(refs)
+    first.stop()
+
+    target = Target.parse("s3://old-photos/p/")
+
+    def backfill(**options: bool) -> object:
+        with TaggerClient(service_settings) as client, hold_lock(service_settings, target) as lease:
+            return run_backfill(
+                service_settings, target, client.store, client, BackfillOptions(**options),
+                lease=lease,
+            )  # fmt: skip
+
+    plain = backfill()
+    assert (plain.listed, plain.outdated, plain.submitted) == (len(refs), len(refs), 0)  # type: ignore[attr-defined]
+    start_worker(service_settings)
+    retag = backfill(retag_outdated=True)
+    assert retag.submitted == len(refs)  # type: ignore[attr-defined]
+    with TaggerClient(service_settings) as client:
+        deadline = time.monotonic() + 180
+        versions = current_versions(service_settings)
+        after = client.store.get_many(refs)
+        while time.monotonic() < deadline and any(
+            r.analyzer_versions() != versions for r in after.values()
+        ):
+            time.sleep(0.5)
+            after = client.store.get_many(refs)
+    for ref in refs:
+        assert after[ref].analyzer_versions() == versions
+        # the classifier's part is the first run's, kept and not re-run
+        assert after[ref].analyzers["classify"] == before[ref].analyzers["classify"]
+        assert after[ref].classes == before[ref].classes
+    assert backfill(retag_outdated=True).submitted == 0  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from tagger.backfill import (
 from tagger.cli import backfill as backfill_cli
 from tagger.config import BackfillSettings, Settings, WorkerSettings
 from tagger.errors import transient_codes
-from tagger.schemas import Status, TagResult
+from tagger.schemas import AnalyzerRun, Status, TagResult, combined_version
 from tagger.store import PhotoState, SqlTagStore
 from workers.beat import beat_schedule
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MODEL = "model-v2"
+VERSIONS = {"classify": MODEL}
 BUCKET = "photos"
 
 
@@ -136,7 +137,15 @@ def ref(key: str) -> str:
 def result(
     key: str, status: Status, etag: str | None, model: str, error: str | None = None
 ) -> TagResult:
-    return TagResult(ref=ref(key), status=status, etag=etag, model_version=model, error=error)
+    versions = {"classify": model}
+    return TagResult(
+        ref=ref(key),
+        status=status,
+        etag=etag,
+        model_version=combined_version(versions),
+        analyzers={name: AnalyzerRun(version=v) for name, v in versions.items()},
+        error=error,
+    )
 
 
 def run(
@@ -152,7 +161,7 @@ def run(
         s3,
         store,
         queue,
-        MODEL,
+        VERSIONS,
         BackfillOptions(**options),
         sleep=queue.drain if queue is not None else lambda _s: None,
     )
@@ -168,29 +177,34 @@ TRANSIENT: frozenset[str] = transient_codes()
     ("state", "etag", "error", "expected"),
     [
         (None, "e1", None, "new"),
-        (PhotoState(status=Status.TAGGED, etag="e1", model_version=MODEL), "e1", None, "current"),
-        (PhotoState(status=Status.TAGGED, etag="e1", model_version="old"), "e1", None, "outdated"),
-        (PhotoState(status=Status.TAGGED, etag="e0", model_version=MODEL), "e1", None, "changed"),
-        (PhotoState(status=Status.TAGGED, etag=None, model_version=MODEL), "e1", None, "changed"),
-        (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "not_an_image", "failed"),
+        (PhotoState(status=Status.TAGGED, etag="e1", analyzers=VERSIONS), "e1", None, "current"),
         (
-            PhotoState(status=Status.FAILED, etag="e1", model_version=MODEL),
+            PhotoState(status=Status.TAGGED, etag="e1", analyzers={"classify": "old"}),
+            "e1",
+            None,
+            "outdated",
+        ),
+        (PhotoState(status=Status.TAGGED, etag="e0", analyzers=VERSIONS), "e1", None, "changed"),
+        (PhotoState(status=Status.TAGGED, etag=None, analyzers=VERSIONS), "e1", None, "changed"),
+        (PhotoState(status=Status.FAILED, analyzers=VERSIONS), "e1", "not_an_image", "failed"),
+        (
+            PhotoState(status=Status.FAILED, etag="e1", analyzers=VERSIONS),
             "e1",
             "corrupt",
             "failed",
         ),
         (
-            PhotoState(status=Status.FAILED, etag="e0", model_version=MODEL),
+            PhotoState(status=Status.FAILED, etag="e0", analyzers=VERSIONS),
             "e1",
             "corrupt",
             "changed",
         ),
-        (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "fetch_failed", "transient"),
-        (PhotoState(status=Status.FAILED, model_version=MODEL), "e1", "internal", "failed"),
+        (PhotoState(status=Status.FAILED, analyzers=VERSIONS), "e1", "fetch_failed", "transient"),
+        (PhotoState(status=Status.FAILED, analyzers=VERSIONS), "e1", "internal", "failed"),
     ],
 )
 def test_verdict(state: PhotoState | None, etag: str, error: str | None, expected: str) -> None:
-    assert verdict(state, etag, MODEL, error, TRANSIENT) == expected
+    assert verdict(state, etag, VERSIONS, error, TRANSIENT) == expected
 
 
 def test_transient_codes_come_from_the_error_types() -> None:
@@ -360,7 +374,7 @@ def test_a_lost_lock_stops_before_the_next_submit(
                 raise LockLost("gone")
 
     backfill = Backfill(
-        make_settings(tmp_path, max_queue_depth=10_000), s3, store, queue, MODEL, lease=Lease()
+        make_settings(tmp_path, max_queue_depth=10_000), s3, store, queue, VERSIONS, lease=Lease()
     )
     with pytest.raises(LockLost):
         backfill.run(Target(bucket=BUCKET, prefix="p/"))
@@ -371,7 +385,7 @@ def test_a_lost_lock_stops_before_the_next_submit(
 def test_a_missing_bucket_is_a_listing_failure(
     s3: S3Client, store: SqlTagStore, tmp_path: Path
 ) -> None:
-    backfill = Backfill(make_settings(tmp_path), s3, store, FakeQueue(4), MODEL)
+    backfill = Backfill(make_settings(tmp_path), s3, store, FakeQueue(4), VERSIONS)
     with pytest.raises(ListingFailed, match="NoSuchBucket"):
         backfill.run(Target(bucket="no-such-bucket", prefix=""))
 
@@ -416,7 +430,8 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 def test_cli_dry_run_prints_a_json_summary(s3: S3Client, cli: typer.Typer) -> None:
     upload(s3, [f"p/{i:03d}.jpg" for i in range(30)] + ["p/readme.md"])
     outcome = CliRunner().invoke(
-        cli, ["backfill", "s3://photos/p/", "--dry-run", "--json", "--model-version", MODEL]
+        cli,
+        ["backfill", "s3://photos/p/", "--dry-run", "--json", "--versions", f"classify={MODEL}"],
     )
     assert outcome.exit_code == 0, outcome.output
     summary = BackfillSummary.model_validate(json.loads(outcome.stdout.strip().splitlines()[-1]))
@@ -427,7 +442,7 @@ def test_cli_dry_run_prints_a_json_summary(s3: S3Client, cli: typer.Typer) -> No
 def test_cli_without_a_model_says_how_to_go_on(s3: S3Client, cli: typer.Typer) -> None:
     outcome = CliRunner().invoke(cli, ["backfill", "s3://photos/p/", "--dry-run"])
     assert outcome.exit_code == 1
-    assert "--model-version" in outcome.output
+    assert "--versions" in outcome.output
 
 
 def test_cli_refuses_a_target_that_is_not_s3(cli: typer.Typer) -> None:

@@ -72,9 +72,10 @@ def test_a_photo_already_tagged_with_the_same_content_is_skipped(
         status=Status.TAGGED,
         etag=content_tag(sample_photos["chelsea"]),
         model_version=pipeline.model_version,
+        analyzers=pipeline.versions,
     )
     assert pipeline.tag_batch([path], {path: current})[0].status == Status.SKIPPED
-    older = current.model_copy(update={"model_version": "an-older-model"})
+    older = current.model_copy(update={"analyzers": {**pipeline.versions, "classify": "older"}})
     assert pipeline.tag_batch([path], {path: older})[0].status == Status.TAGGED
     changed = current.model_copy(update={"etag": "sha256:other"})
     assert pipeline.tag_batch([path], {path: changed})[0].status == Status.TAGGED
@@ -100,3 +101,30 @@ def test_local_paths_are_refused_where_not_allowed(
     with Pipeline.from_settings(settings) as worker_side:
         result = worker_side.tag_batch([str(path)])[0]
     assert result.status == Status.FAILED and result.error == "refused"
+
+
+def test_the_default_analysers_find_the_astronaut_colours_and_a_safety_score(
+    pipeline: Pipeline,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+) -> None:
+    paths = write_photos(sample_photos)
+    results = {Path(r.ref).stem: r for r in pipeline.tag_batch([str(p) for p in paths.values()])}
+    astronaut = results["astronaut"]
+    assert set(astronaut.analyzers) == {"classify", "objects", "colours", "safety"}
+    assert "person" in astronaut.tag_names()
+    assert astronaut.counts is not None and astronaut.counts["person"] >= 1
+    person = next(o for o in astronaut.objects or [] if o.label == "person")
+    assert person.box[0] < 0.1 and person.box[2] > 0.55  # she fills the left of the photo
+    assert astronaut.safety is not None and astronaut.safety.nsfw < 0.2
+    assert "nsfw" not in astronaut.tag_names()
+    chelsea = results["chelsea"]
+    assert chelsea.colours is not None
+    assert chelsea.colours.subject[0].name in {"brown", "orange"}
+    assert {"cat", "animal"} <= set(chelsea.tag_names())
+    assert chelsea.counts == {"cat": 1}
+    # every analyser's own part is kept with its version, and the merged tags come from them
+    for name, run in chelsea.analyzers.items():
+        assert run.version == pipeline.versions[name]
+    assert {t.name for t in chelsea.analyzers["colours"].tags} <= set(chelsea.tag_names())
+    assert chelsea.analyzers["classify"].fields == ["classes"]

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from tagger.analyzers.objects import (
-    DetectedObject,
     Detections,
     ObjectDetector,
+    ObjectVocabulary,
     load_detector_artifact,
     object_tags,
 )
@@ -33,6 +33,9 @@ from tagger.model.build_objects import (
     labels_text,
     parse_labels,
 )
+from tagger.model.registry import ensure_built
+from tagger.schemas import DetectedObject
+from tagger.vocabulary import Vocabulary
 
 
 def _detections(*objects: tuple[str, float]) -> Detections:
@@ -43,25 +46,60 @@ def _detections(*objects: tuple[str, float]) -> Detections:
     return Detections(objects=found, counts=counts)
 
 
+VOCABULARY = ObjectVocabulary.load()
+
+
+def _named(detections: Detections) -> dict[str, float]:
+    return {tag.name: tag.score for tag in object_tags(detections, VOCABULARY)}
+
+
 def test_one_person_is_person_only() -> None:
-    assert object_tags(_detections(("person", 0.9), ("dog", 0.7))) == [
-        ("person", 0.9),
-        ("dog", 0.7),
+    tags = object_tags(_detections(("person", 0.9), ("dog", 0.7)), VOCABULARY)
+    assert [(t.name, t.score, t.parents) for t in tags] == [
+        ("person", 0.9, []),
+        ("dog", 0.7, ["animal"]),
     ]
 
 
 def test_two_persons_are_people_with_the_second_score() -> None:
-    tags = dict(object_tags(_detections(("person", 0.9), ("person", 0.6), ("car", 0.8))))
+    tags = _named(_detections(("person", 0.9), ("person", 0.6), ("car", 0.8)))
     assert tags == {"person": 0.9, "people": 0.6, "car": 0.8}
 
 
 def test_four_persons_are_a_group() -> None:
-    tags = dict(object_tags(_detections(*[("person", s) for s in (0.9, 0.8, 0.7, 0.55, 0.5)])))
+    tags = _named(_detections(*[("person", s) for s in (0.9, 0.8, 0.7, 0.55, 0.5)]))
     assert tags == {"person": 0.9, "people": 0.8, "group": 0.55}
 
 
 def test_nothing_found_gives_no_tags() -> None:
-    assert object_tags(Detections(objects=[], counts={})) == []
+    assert object_tags(Detections(objects=[], counts={}), VOCABULARY) == []
+
+
+def test_coco_labels_become_the_friendly_tags_imagenet_uses() -> None:
+    """A search for "sofa" or "vehicle" finds a photo whichever analyser saw the thing."""
+    tags = {t.name: t.parents for t in object_tags(
+        _detections(("couch", 0.8), ("cell phone", 0.7), ("car", 0.9), ("dining table", 0.6)),
+        VOCABULARY,
+    )}  # fmt: skip
+    assert tags == {
+        "sofa": ["furniture"],
+        "phone": ["electronics"],
+        "car": ["vehicle"],
+        "table": ["furniture"],
+    }
+
+
+def test_every_detector_label_has_a_vocabulary_entry_agreeing_with_imagenet() -> None:
+    imagenet = Vocabulary.load()
+    parents: dict[str, list[str]] = {}
+    for index in range(len(imagenet)):
+        entry = imagenet.entry(index)
+        parents.setdefault(entry.tag, list(entry.parents))
+    assert set(VOCABULARY.labels) == set(parse_labels(labels_text()).values())
+    for label in VOCABULARY.labels:
+        tag, tag_parents = VOCABULARY.tag_of(label)
+        if tag in parents:
+            assert list(tag_parents) == parents[tag], label
 
 
 def test_label_map_is_coco_with_its_ids() -> None:
@@ -125,7 +163,7 @@ def test_a_graph_other_than_the_zoo_file_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def detector_dir(model_dir: Path) -> Path:
     """The detector artifact, built once for the session from the packaged zoo graph."""
     if importlib.util.find_spec("tf2onnx") is None:
         pytest.skip("tf2onnx is not installed (the 'build' extra)")
@@ -133,8 +171,10 @@ def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_objects.locate_graph()
     except ModelError as exc:
         pytest.skip(f"cannot build the objects detector: {exc}")
-    destination = tmp_path_factory.mktemp("detector") / "objects"
-    build_objects.build_detector_artifact(destination)
+    destination = model_dir / "objects"
+    ensure_built(
+        destination, load_detector_artifact, build_objects.build_detector_artifact, allowed=True
+    )
     return destination
 
 
@@ -165,6 +205,9 @@ def test_manifest_records_the_weights_and_their_licence(detector_dir: Path) -> N
     assert manifest["version"] == build_objects.sha256_file(detector_dir / MODEL_FILE)[:16]
     assert manifest["input_size"] == 300 and manifest["dtype"] == "uint8"
     assert "tf2onnx" in manifest["builder"]
+    quantization = manifest["quantization"]
+    assert quantization["format"] == "QOperator" and quantization["calibration_samples"] >= 40
+    assert quantization["float_sha256"] != manifest["sha256"]
 
 
 @pytest.mark.model
@@ -177,7 +220,8 @@ def test_the_astronaut_is_a_person(
     x0, y0, x1, y1 = persons[0].box
     # she fills the left two thirds of the photo, from top to bottom
     assert x0 < 0.1 and y0 < 0.1 and 0.55 < x1 < 0.85 and y1 > 0.9
-    assert ("person", persons[0].score) in object_tags(found)
+    tags = {t.name: t.score for t in object_tags(found, VOCABULARY)}
+    assert tags["person"] == pytest.approx(persons[0].score)
 
 
 @pytest.mark.model

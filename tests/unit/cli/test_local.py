@@ -100,3 +100,83 @@ def test_bad_paths_fail_alone_with_typed_errors(
     assert by_name["loop.jpg"]["error"] == "invalid_ref"
     assert by_name["pipe.jpg"]["error"] == "not_an_image"
     assert not by_name["pipe.jpg"]["transient"]
+
+
+def _json_lines(stdout: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return {Path(line["ref"]).stem: line for line in lines}
+
+
+def test_the_default_tag_prints_people_colours_objects_and_safety(
+    env: Settings,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+) -> None:
+    folder = write_photos(sample_photos)["astronaut"].parent
+    runner = CliRunner()
+    table = runner.invoke(app, ["tag", str(folder)], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.stdout.splitlines() if "photo" in line)
+    assert all(column in header for column in ("tags", "objects", "colours", "nsfw"))
+    astronaut_row = next(line for line in table.stdout.splitlines() if "astronaut.jpg" in line)
+    assert "person" in astronaut_row and "person x1" in astronaut_row
+
+    results = _json_lines(
+        runner.invoke(app, ["show", *map(str, folder.iterdir()), "--json"]).stdout
+    )
+    astronaut, chelsea = results["astronaut"], results["chelsea"]
+    assert "person" in [tag["name"] for tag in astronaut["tags"]]
+    assert astronaut["counts"]["person"] == 1 and astronaut["objects"][0]["label"] == "person"
+    assert 0.0 <= astronaut["safety"]["nsfw"] < 0.2
+    colour_tags = [t["name"] for t in chelsea["tags"] if t["parents"] == ["colour"]]
+    assert colour_tags and colour_tags[0] in {"brown", "orange"}
+    assert set(astronaut["analyzers"]) == {"classify", "objects", "colours", "safety"}
+
+
+def test_flagged_and_safe_search_follow_the_safety_threshold(
+    env: Settings,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = write_photos(sample_photos)["astronaut"].parent
+    runner = CliRunner()
+    tagged = _json_lines(runner.invoke(app, ["tag", str(folder), "--json"]).stdout)
+    scores = {name: line["safety"]["nsfw"] for name, line in tagged.items()}
+
+    default = runner.invoke(app, ["flagged"])
+    assert default.exit_code == 0 and default.stdout == ""  # everyday photos: none flagged
+    lowest = min(scores.values())
+    listed = runner.invoke(app, ["flagged", "--threshold", str(lowest)]).stdout.splitlines()
+    shown = [float(line.split("\t")[0]) for line in listed]
+    assert len(listed) == len(scores) and shown == sorted(shown, reverse=True)
+
+    # a strict threshold: the riskiest photo is flagged and left out of a safe search
+    riskiest = max(scores, key=lambda name: scores[name])
+    monkeypatch.setenv("TAGGER_SAFETY__THRESHOLD", str(scores[riskiest]))
+    flagged = runner.invoke(app, ["flagged"]).stdout
+    assert riskiest in flagged
+    everyone = runner.invoke(app, ["search", "colour"]).stdout
+    safe = runner.invoke(app, ["search", "colour", "--safe"]).stdout
+    assert riskiest in everyone and riskiest not in safe
+    assert len(safe.splitlines()) == len(everyone.splitlines()) - 1
+
+
+def test_new_analysers_run_alone_on_photos_an_older_set_tagged(
+    env: Settings,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = write_photos({"chelsea": sample_photos["chelsea"]})["chelsea"]
+    runner = CliRunner()
+    monkeypatch.setenv("TAGGER_ANALYZERS", "classify")
+    first = _json_lines(runner.invoke(app, ["tag", str(path), "--json"]).stdout)["chelsea"]
+    assert set(first["analyzers"]) == {"classify"} and first["colours"] is None
+    monkeypatch.delenv("TAGGER_ANALYZERS")
+    second = _json_lines(runner.invoke(app, ["tag", str(path), "--json"]).stdout)["chelsea"]
+    assert set(second["analyzers"]) == {"classify", "objects", "colours", "safety"}
+    assert second["analyzers"]["classify"] == first["analyzers"]["classify"]
+    assert second["classes"] == first["classes"] and second["colours"] is not None
+    third = _json_lines(runner.invoke(app, ["tag", str(path), "--json"]).stdout)["chelsea"]
+    assert third["tagged_at"] == second["tagged_at"]  # current now: read back, not re-run

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from tagger.config import Settings, StoreSettings
-from tagger.schemas import ClassScore, JobCounts, Status, Tag, TagResult
+from tagger.schemas import AnalyzerRun, ClassScore, JobCounts, Status, Tag, TagResult
 from tagger.store import PhotoState, SqlTagStore, TagStore
 from tagger.store import sql as sql_module
 
@@ -35,6 +35,7 @@ def tagged(
         status=Status.TAGGED,
         etag=etag,
         model_version=model_version,
+        analyzers={"classify": AnalyzerRun(version=model_version, fields=["classes"])},
         width=640,
         height=480,
         classes=classes or [],
@@ -117,7 +118,10 @@ def test_resave_replaces_the_old_tags(store: SqlTagStore) -> None:
     assert hit_refs(store, "golden retriever") == [CAT.ref]
     assert store.search(["animal"])[0].score == pytest.approx(0.7)
     assert store.known([CAT.ref])[CAT.ref] == PhotoState(
-        status=Status.TAGGED, etag="e2", model_version="v2-def456"
+        status=Status.TAGGED,
+        etag="e2",
+        model_version="v2-def456",
+        analyzers={"classify": "v2-def456"},
     )
 
 
@@ -246,16 +250,22 @@ def test_known_reports_etag_model_version_and_status(store: SqlTagStore) -> None
 
     known = store.known(["s3://p/a.jpg", "s3://p/b.jpg", "s3://p/c.jpg", "s3://p/new.jpg"])
 
+    current, old = {"classify": MODEL}, {"classify": "v0-old"}
     assert known == {
-        "s3://p/a.jpg": PhotoState(status=Status.TAGGED, etag="ea", model_version=MODEL),
-        "s3://p/b.jpg": PhotoState(status=Status.TAGGED, etag=None, model_version="v0-old"),
+        "s3://p/a.jpg": PhotoState(
+            status=Status.TAGGED, etag="ea", model_version=MODEL, analyzers=current
+        ),
+        "s3://p/b.jpg": PhotoState(
+            status=Status.TAGGED, etag=None, model_version="v0-old", analyzers=old
+        ),
         "s3://p/c.jpg": PhotoState(status=Status.FAILED),
     }
-    assert known["s3://p/a.jpg"].is_tagged_by("ea", MODEL)
-    assert not known["s3://p/a.jpg"].is_tagged_by("changed", MODEL)
-    assert not known["s3://p/a.jpg"].is_tagged_by("ea", "v2-newer")
-    assert not known["s3://p/b.jpg"].is_tagged_by(None, "v0-old")
-    assert not known["s3://p/c.jpg"].is_tagged_by(None, MODEL)
+    assert known["s3://p/a.jpg"].is_tagged_by("ea", current)
+    assert not known["s3://p/a.jpg"].is_tagged_by("changed", current)
+    assert not known["s3://p/a.jpg"].is_tagged_by("ea", {"classify": "v2-newer"})
+    assert not known["s3://p/a.jpg"].is_tagged_by("ea", {**current, "objects": "o1"})
+    assert not known["s3://p/b.jpg"].is_tagged_by(None, old)
+    assert not known["s3://p/c.jpg"].is_tagged_by(None, current)
 
 
 def test_known_handles_listing_pages_larger_than_one_in_list(store: SqlTagStore) -> None:

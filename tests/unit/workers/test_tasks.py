@@ -44,9 +44,14 @@ class FakePipeline:
         self.transient = transient
         self.failures = failures
         self.calls: list[list[str]] = []
+        self.versions = {"classify": "v1"}
 
     def tag_stream(
-        self, refs: Sequence[str], known: Mapping[str, Any], batch_size: int
+        self,
+        refs: Sequence[str],
+        known: Mapping[str, Any],
+        batch_size: int,
+        previous: Mapping[str, TagResult] | None = None,
     ) -> Iterator[list[TagResult]]:
         self.calls.append(list(refs))
         failing = len(self.calls) <= self.failures

@@ -1,0 +1,75 @@
+"""The ``classify`` analyser: the EfficientNet-Lite ImageNet classifier, its top classes and the
+friendly tags they sum into (tabby → ``cat`` → ``animal``).
+
+It answers "what is this photo of" and was tagger's only analyser; the runtime and vocabulary
+are unchanged, this module only fits them to the analyser protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from tagger.config import Settings
+from tagger.imaging import preprocess
+from tagger.model.registry import artifact_dir, ensure_artifact, load_artifact
+from tagger.model.runtime import ModelRuntime
+from tagger.schemas import Findings
+from tagger.vocabulary import Vocabulary
+
+
+class ClassifyAnalyzer:
+    """Top classes and friendly tags from the configured EfficientNet-Lite artifact."""
+
+    name = "classify"
+    reads: tuple[str, ...] = ()
+
+    def __init__(self, runtime: ModelRuntime, vocabulary: Vocabulary, settings: Settings) -> None:
+        self.runtime = runtime
+        self.vocabulary = vocabulary
+        self._spec = runtime.artifact.manifest.preprocess
+        self._top = settings.tags.top_classes
+        self._threshold = settings.tags.threshold
+        self._batch = settings.batch_size
+
+    @classmethod
+    def create(cls, settings: Settings) -> ClassifyAnalyzer:
+        runtime = ModelRuntime(
+            ensure_artifact(settings), intra_op_threads=settings.model.intra_op_threads
+        )
+        return cls(runtime, Vocabulary.load(), settings)
+
+    @staticmethod
+    def installed_version(settings: Settings) -> str:
+        return load_artifact(artifact_dir(settings)).version
+
+    @property
+    def version(self) -> str:
+        return self.runtime.version
+
+    @property
+    def min_side(self) -> int:
+        return self._spec.resize_to
+
+    def prepare(self, image: Image.Image) -> npt.NDArray[np.float32]:
+        return preprocess(image, self._spec)
+
+    def analyse(
+        self, prepared: Sequence[npt.NDArray[np.float32]], context: Sequence[Mapping[str, Any]]
+    ) -> list[Findings]:
+        probabilities, _ = self.runtime.predict(np.stack(prepared))
+        results: list[Findings] = []
+        for probs in probabilities:
+            classes, tags = self.vocabulary.postprocess(probs, self._top, self._threshold)
+            results.append(Findings(classes=classes, tags=tags))
+        return results
+
+    def warm_up(self) -> None:
+        size = self.runtime.size
+        blank = np.zeros((self._batch, size, size, 3), np.float32)
+        for _ in range(2):
+            self.runtime.predict(blank)

@@ -1,0 +1,134 @@
+"""The store schema as round 1 shipped it (``tagger/store/tables.py`` before migrations), frozen
+here so the migration tests start from a database that round 1 really made with
+``metadata.create_all``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no timezone type and would silently drop the offset (and then compare local and
+    UTC times as strings); storing naive UTC there and ``timestamptz`` in PostgreSQL gives
+    both the same ordering and the same values back.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; tagger stores aware UTC timestamps")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_Json = JSON().with_variant(JSONB(), "postgresql")
+
+PHOTO_STATUSES: tuple[str, ...] = ("tagged", "failed", "skipped")
+TAG_KINDS: tuple[str, ...] = ("class", "friendly", "parent")
+JOB_ITEM_STATES: tuple[str, ...] = ("queued", "done", "failed", "skipped")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+photos = Table(
+    "photos",
+    metadata,
+    Column("ref", Text, primary_key=True),
+    Column("etag", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("error", String(64), nullable=True, comment="machine-readable failure code"),
+    Column("model_version", String(128), nullable=True),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("classes", _Json, nullable=False, comment="list of ClassScore dicts"),
+    Column("tagged_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(_one_of("status", PHOTO_STATUSES), name="status"),
+    # status leads, so counts per status use it; tagged_at serves "most recent failures".
+    Index("ix_photos_status_tagged_at", "status", "tagged_at"),
+    # "what did model X tag" — for re-tagging with a newer model.
+    Index("ix_photos_model_version", "model_version"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("ref", Text, ForeignKey("photos.ref", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("tag", Text, primary_key=True),
+    Column("score", Float, nullable=False),
+    Column(
+        "parents",
+        _Json,
+        nullable=True,
+        comment="for kind='friendly': the tag's parents, in order, so get() can rebuild it",
+    ),
+    CheckConstraint(_one_of("kind", TAG_KINDS), name="kind"),
+    # "photos having all of these tags, ranked by score" starts from the tag.
+    Index("ix_tags_tag_score", "tag", "score"),
+)
+
+# Job progress: the client registers items as queued, workers mark them. Rows are keyed by
+# (job_id, ref), whose primary-key index also serves every lookup by job_id alone.
+job_items = Table(
+    "job_items",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("ref", Text, primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(_one_of("state", JOB_ITEM_STATES), name="state"),
+)
+
+# Resumable positions, e.g. where the nightly backfill stopped listing a bucket.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
