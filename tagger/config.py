@@ -235,7 +235,7 @@ class ObjectSettings(BaseModel):
     """The ``objects`` analyser (COCO detector)."""
 
     score_threshold: float = Field(
-        default=0.5, gt=0, lt=1, description="keep detections at least this confident"
+        default=0.6, gt=0, lt=1, description="keep detections at least this confident"
     )
     max_batch: int = Field(default=8, ge=1, description="photos per detector run")
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tagger.config import Settings
 from tagger.imaging import preprocess
-from tagger.model.registry import artifact_dir, ensure_artifact, load_artifact
+from tagger.model.registry import artifact_dir, build_artifact, ensure_artifact, load_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.schemas import Findings
 from tagger.vocabulary import Vocabulary
@@ -42,6 +42,10 @@ class ClassifyAnalyzer:
             ensure_artifact(settings), intra_op_threads=settings.model.intra_op_threads
         )
         return cls(runtime, Vocabulary.load(), settings)
+
+    @staticmethod
+    def build(settings: Settings) -> str:
+        return build_artifact(settings.model.arch, artifact_dir(settings)).version
 
     @staticmethod
     def installed_version(settings: Settings) -> str:

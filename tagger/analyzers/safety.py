@@ -194,6 +194,10 @@ class SafetyAnalyzer:
         return cls(scorer)
 
     @staticmethod
+    def build(settings: Settings) -> str:
+        return build_safety_artifact(settings.model_dir / ARTIFACT_DIR).version
+
+    @staticmethod
     def installed_version(settings: Settings) -> str:
         return load_safety_artifact(settings.model_dir / ARTIFACT_DIR).version
 

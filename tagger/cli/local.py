@@ -165,11 +165,28 @@ def eval_command(
     if json_output:
         typer.echo(report.model_dump_json())
         return
+    analysers = ", ".join(report.analyzers)
     typer.echo(f"model        {report.model} ({report.model_version})")
     typer.echo(f"photos       {report.photos} ({report.failed} failed)")
     typer.echo(f"top-1        {report.top1:.4f}")
     typer.echo(f"top-5        {report.top5:.4f}")
-    typer.echo(f"images/s     {report.images_per_second:.1f}")
+    typer.echo(f"images/s     {report.images_per_second:.1f} (analysers: {analysers})")
+    if report.safety is not None:
+        safety = report.safety
+        typer.echo(
+            f"safety       median nsfw {safety.median_nsfw:.4f}, max {safety.max_nsfw:.3f}, "
+            f"{len(safety.flagged)} flagged ({safety.flagged_fraction:.1%}) at "
+            f"{safety.threshold}" + (f": {', '.join(safety.flagged)}" if safety.flagged else "")
+        )
+    if report.people is not None:
+        people = report.people
+        typer.echo(
+            f"person       precision {people.precision:.3f}, recall {people.recall:.3f} on "
+            f"{people.labelled} labelled photos ({people.with_person} with a person)"
+        )
+        if people.false_positives or people.missed:
+            typer.echo(f"             false: {', '.join(people.false_positives) or '-'}")
+            typer.echo(f"             missed: {', '.join(people.missed) or '-'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,9 @@ CALIBRATION_PHOTOS = (
     "retina", "colorwheel", "camera", "coins", "page", "moon", "brick", "grass", "gravel", "text",
 )  # fmt: skip
 CROPS_PER_PHOTO = 5  # the whole photo and its four quadrants
+# The output probabilities stay float: in uint8 they would come in steps of 1/256, and a
+# safety score of 0.001 or a detector score near its threshold would be rounded away.
+FLOAT_OPS = frozenset({"Softmax", "Sigmoid"})
 
 Prepare = Callable[[Image.Image], np.ndarray[Any, Any]]
 
@@ -50,6 +53,7 @@ class Quantization(BaseModel):
     activations: Literal["uint8, asymmetric, min/max calibration"] = (
         "uint8, asymmetric, min/max calibration"
     )
+    float_ops: list[str] = Field(default_factory=lambda: sorted(FLOAT_OPS))
     calibration: str = Field(description="the photos the activation ranges come from")
     calibration_samples: int
     float_sha256: str = Field(description="checksum of the float model that was quantised")
@@ -110,15 +114,19 @@ def quantize_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnx
+
     inputs = [prepare(image) for image in calibration_images()]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        op_types = {node.op_type for node in onnx.load(str(prepared)).graph.node}
         quantize_static(
             str(prepared),
             str(destination),
             _Reader(input_name, inputs),
             quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=sorted(op_types - FLOAT_OPS),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
