@@ -111,10 +111,9 @@ def quantize_int8(
 ) -> Quantization:
     """Write the int8 model of ``source`` to ``destination``; ``prepare`` makes one photo into
     the model's input exactly as the analyser does at run time."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     inputs = [prepare(image) for image in calibration_images()]
     with tempfile.TemporaryDirectory() as tmp:
