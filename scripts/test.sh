@@ -22,7 +22,7 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   fi
 fi
-bash scripts/setup.sh "build,samples,dev"
+bash scripts/setup.sh "build,samples,dev,text"
 . .venv/bin/activate
 ruff check tagger workers tests scripts
 ruff format --check tagger workers tests scripts

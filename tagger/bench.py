@@ -24,12 +24,15 @@ import boto3
 import numpy as np
 import psutil
 import redis
-from pydantic import BaseModel
+from PIL import Image
+from pydantic import BaseModel, Field
 
-from tagger.analyzers.registry import create_analyzers, installed_versions
+from tagger.analyzers.base import Analyzer
+from tagger.analyzers.registry import ANALYZERS, create_analyzers, installed_versions
 from tagger.client import TaggerClient
 from tagger.config import S3Settings, Settings, StoreSettings
 from tagger.devservers import CeleryWorker, MotoServer, RedisServer
+from tagger.errors import TaggerError
 from tagger.imaging import ImageDecoder, load_tensor
 from tagger.localfiles import is_image_name
 from tagger.model.registry import ensure_artifact
@@ -49,6 +52,7 @@ class AnalyzerCost(BaseModel):
     version: str
     prepare_ms: float
     analyse_ms: float
+    opt_in: bool = Field(default=False, description="not enabled: measured on 20 photos only")
 
     @property
     def total_ms(self) -> float:
@@ -140,24 +144,41 @@ class Bench:
         self.cpu["decode (largest analyser size)"] = (time.thread_time() - started) * 1000 / self.n
         costs: dict[str, AnalyzerCost] = {}
         context: list[dict[str, Findings]] = [{} for _ in images]
-        size = settings.batch_size
         for analyzer in analyzers:
-            analyzer.warm_up()
-            started = time.thread_time()
-            prepared = [analyzer.prepare(image) for image in images]
-            prepare_ms = (time.thread_time() - started) * 1000 / self.n
-            started = time.process_time()
-            for begin in range(0, self.n, size):
-                found = analyzer.analyse(
-                    prepared[begin : begin + size], context[begin : begin + size]
-                )
-                for offset, findings in enumerate(found):
-                    context[begin + offset][analyzer.name] = findings
-            analyse_ms = (time.process_time() - started) * 1000 / self.n
-            costs[analyzer.name] = AnalyzerCost(
-                version=analyzer.version, prepare_ms=prepare_ms, analyse_ms=analyse_ms
-            )
+            costs[analyzer.name] = self._cost(analyzer, images, context, settings.batch_size)
+        # Opt-in analysers that are installed: their cost on a few photos, so a user can see
+        # what enabling one would do; they are not part of the service figures.
+        for name, entry in ANALYZERS.items():
+            if name in costs:
+                continue
+            try:
+                extra = entry.create(settings)
+            except (TaggerError, ImportError) as exc:
+                self.say(f"   {name:10s} not measured: {exc}")
+                continue
+            few = [decoder.decode(data, extra.min_side).image for _, data in self.photos[:20]]
+            cost = self._cost(extra, few, [{} for _ in few], settings.batch_size)
+            costs[name] = cost.model_copy(update={"opt_in": True})
         return costs
+
+    @staticmethod
+    def _cost(
+        analyzer: Analyzer,
+        images: list[Image.Image],
+        context: list[dict[str, Findings]],
+        size: int,
+    ) -> AnalyzerCost:
+        analyzer.warm_up()
+        started = time.thread_time()
+        prepared = [analyzer.prepare(image) for image in images]
+        prepare_ms = (time.thread_time() - started) * 1000 / len(images)
+        started = time.process_time()
+        for begin in range(0, len(images), size):
+            found = analyzer.analyse(prepared[begin : begin + size], context[begin : begin + size])
+            for offset, findings in enumerate(found):
+                context[begin + offset][analyzer.name] = findings
+        analyse_ms = (time.process_time() - started) * 1000 / len(images)
+        return AnalyzerCost(version=analyzer.version, prepare_ms=prepare_ms, analyse_ms=analyse_ms)
 
     def compute_limit(self, settings: Settings) -> float:
         """The in-process flow (decode, every enabled analyser, results) on photos in memory,
@@ -340,8 +361,13 @@ def run_bench(
         costs = bench.analyzer_costs()
         for name, cost in costs.items():
             say(
-                f"   {name:10s} {cost.total_ms:6.2f} core-ms/photo "
-                f"(prepare {cost.prepare_ms:5.2f}, analyse {cost.analyse_ms:5.2f})"
+                f"   {name:10s} {cost.total_ms:8.2f} core-ms/photo "
+                f"(prepare {cost.prepare_ms:5.2f}, analyse {cost.analyse_ms:8.2f})"
+                + (
+                    " opt-in, not enabled: 20 photos, not in the figures below"
+                    if cost.opt_in
+                    else ""
+                )
             )
         classify_only = settings.model_copy(update={"analyzers": ["classify"]})
         compute_rate = bench.compute_limit(settings)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tagger.analyzers.registry import create_analyzers
 from tagger.config import Settings
 from tagger.model.registry import ModelArtifact, artifact_dir, ensure_artifact
 
@@ -23,9 +24,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def artifact(model_dir: Path) -> ModelArtifact:
+    """The classifier's artifact; the default set's other models are built beside it, once,
+    so every process of the session (workers, CLI, backfill) finds them all."""
     settings = Settings(model_dir=model_dir)
     built = ensure_artifact(settings)
     assert built.path == artifact_dir(settings)
+    create_analyzers(settings)
     return built
 
 

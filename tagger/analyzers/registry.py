@@ -17,6 +17,7 @@ from tagger.analyzers.classify import ClassifyAnalyzer
 from tagger.analyzers.colours import ColoursAnalyzer
 from tagger.analyzers.objects import ObjectsAnalyzer
 from tagger.analyzers.safety import SafetyAnalyzer
+from tagger.analyzers.text import TextAnalyzer
 from tagger.config import Settings
 from tagger.errors import ConfigError
 
@@ -44,6 +45,9 @@ ANALYZERS: Mapping[str, AnalyzerEntry] = MappingProxyType(
         "colours": AnalyzerEntry(ColoursAnalyzer.create, ColoursAnalyzer.installed_version),
         "safety": AnalyzerEntry(
             SafetyAnalyzer.create, SafetyAnalyzer.installed_version, SafetyAnalyzer.build
+        ),
+        "text": AnalyzerEntry(
+            TextAnalyzer.create, TextAnalyzer.installed_version, TextAnalyzer.build
         ),
     }
 )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from tagger.errors import ModelError
 from tagger.model.quantize import Quantization, quantize_int8
+from tagger.model.staging import staged
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -401,10 +401,7 @@ def build_detector_artifact(destination: Path) -> DetectorManifest:
     graph_sha = check_graph(graph)
     check_class_count(graph)
     found, source = package_licence()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
-    staging.chmod(0o755)
-    try:
+    with staged(destination) as staging:
         converted = staging / "float.onnx"
         convert(graph, converted)
         quantization = quantize_int8(
@@ -433,12 +430,6 @@ def build_detector_artifact(destination: Path) -> DetectorManifest:
             builder=builder_versions(),
         )
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), "utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -25,7 +25,6 @@ import importlib.metadata
 import io
 import re
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.errors import ModelError
 from tagger.model.quantize import Quantization, quantize_int8
+from tagger.model.staging import staged
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -300,10 +300,7 @@ def build_safety_artifact(
     dist = _distribution(source)
     model = _member(dist, source.member)
     licence_paths = [_member(dist, member) for member in source.licence_members]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
-    staging.chmod(0o755)
-    try:
+    with staged(destination) as staging:
         shipped = staging / "float.onnx"
         shutil.copyfile(model, shipped)
         shipped_digest = sha256_file(shipped)
@@ -351,12 +348,6 @@ def build_safety_artifact(
             builder=builder_versions(),
         )
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), "utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

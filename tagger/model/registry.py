@@ -12,8 +12,6 @@ import csv
 import fcntl
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from tagger.config import Settings
 from tagger.errors import ModelError
+from tagger.model.staging import staged
 from tagger.model.torch_weights import load_state_dict
 from tagger.schemas import PreprocessSpec
 
@@ -162,10 +161,7 @@ def build_artifact(arch: Arch, destination: Path) -> ModelArtifact:
     weights_path = source.path()
     state = load_state_dict(weights_path)
     model = build.build_keras_model(state, source.image_size)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=destination.parent))
-    staging.chmod(0o755)
-    try:
+    with staged(destination) as staging:
         build.export_onnx(model, source.image_size, staging / MODEL_FILE)
         labels = packaged_labels()
         (staging / LABELS_FILE).write_text(
@@ -192,12 +188,6 @@ def build_artifact(arch: Arch, destination: Path) -> ModelArtifact:
             opset=build.OPSET,
         )
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), "utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return load_artifact(destination)
 
 

@@ -241,7 +241,7 @@ def test_retag_outdated_submits_what_an_older_model_tagged(
     settings: Settings, moto_s3: S3Client, store: SqlTagStore
 ) -> None:
     refs = upload(moto_s3, "backfill-outdated", 1000)
-    store.save(tagged(refs, "0123456789abcdef"))  # an older model's version
+    store.save(tagged(refs, {"classify": "0123456789abcdef"}))  # an older model's version
     target = Target.parse(f"s3://backfill-outdated/{PREFIX}")
 
     kept = backfill(settings, target)
