@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from tagger.analyzers.classify import ClassifyAnalyzer
@@ -163,3 +165,100 @@ def people_report(results: Sequence[TagResult], labels: dict[str, bool]) -> Peop
         precision=len(hits) / max(len(hits) + len(false), 1),
         recall=len(hits) / max(with_person, 1),
     )
+
+
+class SimilarityReport(BaseModel):
+    """precision@k of "more like this" on labelled photos: the share of a photo's k nearest
+    photos that share its friendly tag (``dog``) and, second, its top-level group
+    (``animal``), over the photos whose tag (group) has at least one other photo in the set."""
+
+    photos: int
+    k: int
+    queries_by_tag: int
+    queries_by_group: int
+    precision: dict[str, tuple[float, float]] = Field(
+        description="signal -> (by tag, by group); 'signature' is what similar uses"
+    )
+    best_possible: tuple[float, float] = Field(
+        description="a perfect ranking on this set: photos with few mates cap the figure"
+    )
+
+
+def evaluate_similar(
+    pipeline: Pipeline, photos: Sequence[tuple[Path, str]], k: int = 10
+) -> SimilarityReport:
+    """Run the shipped flow over labelled photos and rank every photo's neighbours by each
+    signal: the signature ``similar`` uses, and each of its parts and the hashtag-style tag
+    sets alone, for comparison."""
+    classifier = pipeline.analyzer("classify")
+    if not isinstance(classifier, ClassifyAnalyzer):
+        raise ConfigError("eval-similar needs the classify analyser in TAGGER_ANALYZERS")
+    by_wnid = {
+        classifier.vocabulary.entry(i).wnid: classifier.vocabulary.entry(i)
+        for i in range(len(classifier.vocabulary))
+    }
+    truth = {str(path.resolve()): by_wnid[wnid] for path, wnid in photos if wnid in by_wnid}
+    results = [
+        r
+        for batch in pipeline.tag_stream(list(truth))
+        for r in batch
+        if r.status is Status.TAGGED and r.signature is not None
+    ]
+    tags = np.array([truth[r.ref].tag for r in results])
+    groups = np.array([(truth[r.ref].parents or (truth[r.ref].tag,))[-1] for r in results])
+    signatures = np.array([r.signature for r in results], np.float64)
+    size = classifier.runtime.artifact.manifest.embedding_size
+    cut = [size, size + len(classifier.vocabulary.tag_names)]
+    parts = np.split(signatures, cut, axis=1)
+    names = ("embedding", "tag scores", "group scores")
+    signals = {"signature": signatures @ signatures.T}
+    for name, part in zip(names, parts, strict=True):
+        unit = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+        signals[name] = unit @ unit.T
+    signals["tag sets (hashtags)"] = _jaccard([set(r.tag_names()) for r in results])
+    signals["random"] = np.random.default_rng(0).random((len(results), len(results)))
+    precision = {
+        name: (_precision_at(scores, tags, k), _precision_at(scores, groups, k))
+        for name, scores in signals.items()
+    }
+    return SimilarityReport(
+        photos=len(results),
+        k=k,
+        queries_by_tag=_queries(tags),
+        queries_by_group=_queries(groups),
+        precision=precision,
+        best_possible=(_best(tags, k), _best(groups, k)),
+    )
+
+
+def _jaccard(sets: Sequence[set[str]]) -> npt.NDArray[np.float64]:
+    scores = np.zeros((len(sets), len(sets)))
+    for i, first in enumerate(sets):
+        for j, second in enumerate(sets):
+            union = len(first | second)
+            scores[i, j] = len(first & second) / union if union else 0.0
+    return scores
+
+
+def _queries(labels: npt.NDArray[np.str_]) -> int:
+    return sum(1 for label in labels if (labels == label).sum() >= 2)
+
+
+def _precision_at(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.str_], k: int) -> float:
+    ranked = scores.copy()
+    np.fill_diagonal(ranked, -np.inf)
+    values = [
+        float((labels[np.argsort(-ranked[i], kind="stable")[:k]] == labels[i]).mean())
+        for i in range(len(labels))
+        if (labels == labels[i]).sum() >= 2
+    ]
+    return float(np.mean(values)) if values else 0.0
+
+
+def _best(labels: npt.NDArray[np.str_], k: int) -> float:
+    values = [
+        min(k, int((labels == label).sum()) - 1) / k
+        for label in labels
+        if (labels == label).sum() >= 2
+    ]
+    return float(np.mean(values)) if values else 0.0

@@ -300,6 +300,7 @@ class Findings(BaseModel):
     colours: Colours | None = None
     safety: Safety | None = None
     text: list[str] | None = None
+    signature: list[float] | None = None
 
 
 class AnalyzerRun(BaseModel):
@@ -311,7 +312,9 @@ class AnalyzerRun(BaseModel):
     fields: list[str] = Field(default_factory=list)
 
 
-FINDING_FIELDS: tuple[str, ...] = ("classes", "objects", "counts", "colours", "safety", "text")
+FINDING_FIELDS: tuple[str, ...] = (
+    "classes", "objects", "counts", "colours", "safety", "text", "signature",
+)  # fmt: skip
 """The result fields an analyser may own, in the order they appear in a result."""
 
 
@@ -356,6 +359,11 @@ class TagResult(BaseModel):
     colours: Colours | None = None
     safety: Safety | None = None
     text: list[str] | None = None
+    signature: list[float] | None = Field(
+        default=None,
+        exclude=True,
+        description="the vector similar photos are found by (tagger.similarity); not printed",
+    )
     analyzers: dict[str, AnalyzerRun] = Field(
         default_factory=dict, description="each analyser that produced this result"
     )

@@ -105,6 +105,18 @@ class Vocabulary:
         """Every friendly tag the vocabulary can produce, each once."""
         return list(self._tag_names)
 
+    @property
+    def tag_parents(self) -> list[tuple[str, ...]]:
+        """The parents of each tag of :attr:`tag_names`, in the same order."""
+        return list(self._tag_parents)
+
+    def tag_scores(self, probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Every friendly tag's summed probability, in :attr:`tag_names` order (no threshold)."""
+        scores: npt.NDArray[np.float64] = np.bincount(
+            self._class_tag, weights=self._checked(probs), minlength=len(self._tag_names)
+        ).astype(np.float64)
+        return scores
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -136,8 +148,7 @@ class Vocabulary:
         A tag with no probability at all is never returned, even with ``threshold=0``, so a
         zero threshold means "every tag the model saw" rather than all of them.
         """
-        array = self._checked(probs)
-        scores = np.bincount(self._class_tag, weights=array, minlength=len(self._tag_names))
+        scores = self.tag_scores(probs)
         keep = np.flatnonzero((scores >= threshold) & (scores > 0))
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         return [

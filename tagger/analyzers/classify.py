@@ -19,6 +19,7 @@ from tagger.imaging import preprocess
 from tagger.model.registry import artifact_dir, build_artifact, ensure_artifact, load_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.schemas import Findings
+from tagger.similarity import SignatureSpace
 from tagger.vocabulary import Vocabulary
 
 
@@ -31,6 +32,7 @@ class ClassifyAnalyzer:
     def __init__(self, runtime: ModelRuntime, vocabulary: Vocabulary, settings: Settings) -> None:
         self.runtime = runtime
         self.vocabulary = vocabulary
+        self.space = SignatureSpace(vocabulary)
         self._spec = runtime.artifact.manifest.preprocess
         self._top = settings.tags.top_classes
         self._threshold = settings.tags.threshold
@@ -65,11 +67,12 @@ class ClassifyAnalyzer:
     def analyse(
         self, prepared: Sequence[npt.NDArray[np.float32]], context: Sequence[Mapping[str, Any]]
     ) -> list[Findings]:
-        probabilities, _ = self.runtime.predict(np.stack(prepared))
+        probabilities, embeddings = self.runtime.predict(np.stack(prepared))
         results: list[Findings] = []
-        for probs in probabilities:
+        for probs, embedding in zip(probabilities, embeddings, strict=True):
             classes, tags = self.vocabulary.postprocess(probs, self._top, self._threshold)
-            results.append(Findings(classes=classes, tags=tags))
+            signature = self.space.signature(probs, embedding).tolist()
+            results.append(Findings(classes=classes, tags=tags, signature=signature))
         return results
 
     def warm_up(self) -> None:

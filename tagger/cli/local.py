@@ -12,7 +12,7 @@ from rich.console import Console
 
 from tagger.cli.output import print_json_lines, progress, results_table
 from tagger.config import Settings
-from tagger.evaluation import evaluate, labelled_photos
+from tagger.evaluation import evaluate, evaluate_similar, labelled_photos
 from tagger.localfiles import find_photos
 from tagger.pipeline import Pipeline, tag_and_store
 from tagger.schemas import Status, TagResult
@@ -189,9 +189,35 @@ def eval_command(
             typer.echo(f"             missed: {', '.join(people.missed) or '-'}")
 
 
+def eval_similar(
+    folder: Annotated[Path, typer.Argument(help="photos named <wnid>_*.JPEG", exists=True)],
+    k: Annotated[int, typer.Option(min=1)] = 10,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """precision@k of "more like this" by tag and by group, for each signal and the blend."""
+    settings = Settings(analyzers=["classify"])
+    photos = labelled_photos(folder)
+    if not photos:
+        raise typer.BadParameter(f"no photos named <wnid>_*.JPEG in {folder}")
+    with Pipeline.from_settings(settings, allow_local_paths=True) as pipeline:
+        report = evaluate_similar(pipeline, photos, k)
+    if json_output:
+        typer.echo(report.model_dump_json())
+        return
+    typer.echo(
+        f"{report.photos} photos; precision@{report.k} by tag ({report.queries_by_tag} "
+        f"queries) / by group ({report.queries_by_group} queries)"
+    )
+    for name, (by_tag, by_group) in report.precision.items():
+        typer.echo(f"{name:22s} {by_tag:.3f} / {by_group:.3f}")
+    best_tag, best_group = report.best_possible
+    typer.echo(f"{'best possible here':22s} {best_tag:.3f} / {best_group:.3f}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(tag)
     app.command()(show)
     app.command()(search)
     app.command()(flagged)
     app.command("eval")(eval_command)
+    app.command("eval-similar")(eval_similar)

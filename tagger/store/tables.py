@@ -26,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -105,6 +106,7 @@ photos = Table(
     Column("colours", _Json, nullable=True, comment="Colours dict"),
     Column("nsfw", Float, nullable=True, comment="safety score"),
     Column("text", _Json, nullable=True, comment="words read"),
+    Column("signature", LargeBinary, nullable=True, comment="float16 signature vector"),
     CheckConstraint(_one_of("status", PHOTO_STATUSES), name="status"),
     # status leads, so counts per status use it; tagged_at serves "most recent failures".
     Index("ix_photos_status_tagged_at", "status", "tagged_at"),

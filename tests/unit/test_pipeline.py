@@ -127,4 +127,5 @@ def test_the_default_analysers_find_the_astronaut_colours_and_a_safety_score(
     for name, run in chelsea.analyzers.items():
         assert run.version == pipeline.versions[name]
     assert {t.name for t in chelsea.analyzers["colours"].tags} <= set(chelsea.tag_names())
-    assert chelsea.analyzers["classify"].fields == ["classes"]
+    assert chelsea.analyzers["classify"].fields == ["classes", "signature"]
+    assert chelsea.signature is not None and "signature" not in chelsea.model_dump()
