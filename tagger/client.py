@@ -152,6 +152,13 @@ class TaggerClient:
         max_nsfw = self._safe_below() if safe else None
         return self.store.search(tags, limit=limit, max_nsfw=max_nsfw)
 
+    def similar(self, ref: str | PhotoRef, k: int = 20, *, safe: bool = False) -> list[SearchHit]:
+        """Photos most like ``ref`` (tagged already), best first: same kind of thing, same
+        kind of scene (see :mod:`tagger.similarity`)."""
+        identity = PhotoRef.parse(ref).identity
+        max_nsfw = self._safe_below() if safe else None
+        return self.store.similar(identity, k=k, max_nsfw=max_nsfw)
+
     def flagged(self, limit: int = 100, threshold: float | None = None) -> list[TagResult]:
         """Photos the safety analyser flagged (score at or above the threshold, by default the
         configured one), most likely first."""

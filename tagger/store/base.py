@@ -88,6 +88,10 @@ class TagStore(Protocol):
         """Tagged photos whose safety score reaches ``threshold``, most likely first."""
         ...
 
+    def similar(self, ref: str, k: int = 20, max_nsfw: float | None = None) -> list[SearchHit]:
+        """The ``k`` photos most like ``ref`` by their signatures, best first."""
+        ...
+
     def failures(self, limit: int = 100) -> list[TagResult]:
         """Failed photos, most recent first."""
         ...

@@ -13,6 +13,7 @@ which SQLite refuses without waiting).
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import threading
 import time
@@ -152,6 +153,9 @@ def _index_rows(result: TagResult) -> list[dict[str, Any]]:
         for parent in parents:
             put("parent", parent, friendly.score)
     return list(best.values())
+
+
+_SIMILAR_PAGE = 2000
 
 
 def _safe(max_nsfw: float | None) -> list[ColumnElement[bool]]:
@@ -405,6 +409,47 @@ class SqlTagStore:
                 .limit(limit)
             ).all()
             return self._results(conn, rows)
+
+    def similar(self, ref: str, k: int = 20, max_nsfw: float | None = None) -> list[SearchHit]:
+        """The ``k`` tagged photos whose signatures are nearest to ``ref``'s, best first.
+
+        Exact search: the signatures are read in pages and scored with one matrix product per
+        page, holding only the best ``k``. That is fine for a library of tens of thousands of
+        photos; a vector index (pgvector, sqlite-vec) takes over from here for larger ones.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        with self._transaction(write=False) as conn:
+            query = conn.execute(
+                select(photos.c.signature).where(photos.c.ref == ref)
+            ).scalar_one_or_none()
+            if query is None:
+                raise ValueError(
+                    f"{ref} has no signature: tag it (with the classify analyser) first"
+                )
+            target = np.frombuffer(query, "<f2").astype(np.float32)
+            best: list[tuple[float, str]] = []
+            stmt = (
+                select(photos.c.ref, photos.c.signature)
+                .where(
+                    photos.c.status == Status.TAGGED.value,
+                    photos.c.signature.is_not(None),
+                    photos.c.ref != ref,
+                    *_safe(max_nsfw),
+                )
+                .execution_options(yield_per=_SIMILAR_PAGE)
+            )
+            for page in conn.execute(stmt).partitions():
+                refs = [row.ref for row in page]
+                vectors = np.frombuffer(b"".join(row.signature for row in page), "<f2")
+                scores = vectors.reshape(len(refs), -1).astype(np.float32) @ target
+                best = heapq.nlargest(k, [*best, *zip(scores.tolist(), refs, strict=True)])
+            shown = {r.ref: r.tag_names() for r in self._results(conn, self._rows(conn, best))}
+        return [SearchHit(ref=hit, score=score, tags=shown[hit]) for score, hit in best]
+
+    def _rows(self, conn: Connection, best: Sequence[tuple[float, str]]) -> Sequence[Row[Any]]:
+        refs = [hit for _, hit in best]
+        return conn.execute(select(photos).where(photos.c.ref.in_(refs))).all() if refs else []
 
     def failures(self, limit: int = 100) -> list[TagResult]:
         with self._transaction(write=False) as conn:

@@ -180,3 +180,27 @@ def test_new_analysers_run_alone_on_photos_an_older_set_tagged(
     assert second["classes"] == first["classes"] and second["colours"] is not None
     third = _json_lines(runner.invoke(app, ["tag", str(path), "--json"]).stdout)["chelsea"]
     assert third["tagged_at"] == second["tagged_at"]  # current now: read back, not re-run
+
+
+def test_similar_finds_the_mirrored_cat_first(
+    env: Settings,
+    sample_photos: dict[str, bytes],
+    write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
+) -> None:
+    import io
+
+    from PIL import Image
+
+    mirrored = io.BytesIO()
+    chelsea = Image.open(io.BytesIO(sample_photos["chelsea"]))
+    chelsea.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
+    paths = write_photos({**sample_photos, "mirrored-cat": mirrored.getvalue()})
+    runner = CliRunner()
+    assert runner.invoke(app, ["tag", str(paths["chelsea"].parent)]).exit_code == 0
+    found = runner.invoke(app, ["similar", str(paths["chelsea"]), "--k", "3"])
+    assert found.exit_code == 0, found.output
+    first = found.stdout.splitlines()[0].split("\t")
+    assert first[1].endswith("mirrored-cat.jpg") and "cat" in first[2]
+    assert len(found.stdout.splitlines()) == 3
+    untagged = runner.invoke(app, ["similar", "/nowhere/else.jpg"])
+    assert untagged.exit_code == 1 and "no signature" in untagged.output

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy.exc import IntegrityError
 
 from tagger.config import Settings, StoreSettings
-from tagger.schemas import AnalyzerRun, ClassScore, JobCounts, Status, Tag, TagResult
+from tagger.schemas import AnalyzerRun, ClassScore, JobCounts, Safety, Status, Tag, TagResult
 from tagger.store import PhotoState, SqlTagStore, TagStore
 from tagger.store import sql as sql_module
 
@@ -406,3 +407,43 @@ def test_url_is_shown_without_password_and_libpq_urls_use_psycopg() -> None:
     assert SqlTagStore("postgres://u@h/db").url.startswith("postgresql+psycopg://")
     with pytest.raises(ValueError, match="mysql"):
         SqlTagStore("mysql://u@h/db")
+
+
+def with_signature(ref: str, vector: list[float], nsfw: float | None = None) -> TagResult:
+    result = tagged(ref, {"thing": 0.5}).model_copy(update={"signature": vector})
+    if nsfw is not None:
+        result = result.model_copy(update={"safety": Safety(nsfw=nsfw)})
+    return result
+
+
+def test_similar_ranks_by_signature_and_keeps_it_through_a_round_trip(
+    store: SqlTagStore,
+) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=64)
+    vectors = {
+        "s3://p/query.jpg": base,
+        "s3://p/near.jpg": base + rng.normal(scale=0.1, size=64),
+        "s3://p/middle.jpg": base + rng.normal(scale=1.0, size=64),
+        "s3://p/far.jpg": rng.normal(size=64),
+        "s3://p/risky.jpg": base + rng.normal(scale=0.05, size=64),
+    }
+    unit = {ref: (v / np.linalg.norm(v)).tolist() for ref, v in vectors.items()}
+    store.save(
+        [
+            with_signature(ref, vector, 0.9 if "risky" in ref else 0.01)
+            for ref, vector in unit.items()
+        ]
+        + [failed("s3://p/bad.jpg", at=T0)]
+    )
+    got = store.get("s3://p/near.jpg")
+    assert got is not None and got.signature is not None
+    np.testing.assert_allclose(got.signature, unit["s3://p/near.jpg"], atol=2e-3)  # float16
+
+    hits = store.similar("s3://p/query.jpg", k=3)
+    assert [h.ref for h in hits] == ["s3://p/risky.jpg", "s3://p/near.jpg", "s3://p/middle.jpg"]
+    assert hits[0].score > hits[1].score > hits[2].score and hits[0].tags == ["thing"]
+    safe = store.similar("s3://p/query.jpg", k=3, max_nsfw=0.5)
+    assert [h.ref for h in safe] == ["s3://p/near.jpg", "s3://p/middle.jpg", "s3://p/far.jpg"]
+    with pytest.raises(ValueError, match="no signature"):
+        store.similar("s3://p/bad.jpg")
