@@ -22,20 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.config import Settings
 from tagger.errors import ModelError
 from tagger.model.build_objects import (
-    MODEL_FILE,
     DetectorManifest,
     build_detector_artifact,
     detector_pixels,
     parse_labels,
 )
-from tagger.model.registry import ensure_built, read_verified_manifest
+from tagger.model.registry import OnnxArtifact, ensure_built, read_verified_manifest
+from tagger.model.runtime import open_session
 from tagger.schemas import DetectedObject, Findings, Tag, merge_tags
 
 # Two labelled sets, int8 detector (``tagger eval`` and scripts/eval_people.py): on the shipped
@@ -63,20 +62,10 @@ class Detections(BaseModel):
     counts: dict[str, int]
 
 
-class DetectorArtifact(BaseModel):
+class DetectorArtifact(OnnxArtifact[DetectorManifest]):
     """A verified ``objects`` artifact on disk."""
 
-    path: Path
-    manifest: DetectorManifest
     labels: dict[int, str]
-
-    @property
-    def onnx_path(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
 
 def load_detector_artifact(path: Path) -> DetectorArtifact:
@@ -121,14 +110,7 @@ class ObjectDetector:
         self.score_threshold = score_threshold
         self.max_batch = max_batch
         manifest = self.artifact.manifest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(self.artifact.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(self.artifact.onnx_path, intra_op_threads)
         inputs = {i.name: i.type for i in self._session.get_inputs()}
         if inputs.get(manifest.input_name) != "tensor(uint8)":
             raise ModelError(f"model has no uint8 input {manifest.input_name!r} ({inputs})")

@@ -24,22 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
-from pydantic import BaseModel
 
 from tagger.analyzers.base import scored_tags
 from tagger.config import Settings
 from tagger.errors import ModelError
 from tagger.model.build_safety import (
-    MODEL_FILE,
     SafetyManifest,
     SafetyPreprocess,
     build_safety_artifact,
     safety_input,
     safety_input_into,
 )
-from tagger.model.registry import ensure_built, read_verified_manifest
+from tagger.model.registry import OnnxArtifact, ensure_built, read_verified_manifest
+from tagger.model.runtime import open_session
 from tagger.schemas import Findings, Safety
 
 # Yahoo's "above 0.8 is highly probably NSFW"; on the 250 ImageNet dev photos the highest score
@@ -52,19 +50,8 @@ ARTIFACT_DIR = "safety"
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
 
-class SafetyArtifact(BaseModel):
+class SafetyArtifact(OnnxArtifact[SafetyManifest]):
     """A verified ``safety`` artifact on disk."""
-
-    path: Path
-    manifest: SafetyManifest
-
-    @property
-    def onnx_path(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
 
 def load_safety_artifact(path: Path) -> SafetyArtifact:
@@ -116,14 +103,7 @@ class SafetyScorer:
         self.threshold = threshold
         self.max_batch = max_batch
         manifest = self.artifact.manifest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(self.artifact.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(self.artifact.onnx_path, intra_op_threads)
         self._check_signature(manifest)
         self._input = manifest.input_name
         self._output = manifest.output_name

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tagger.errors import ModelError
+from tagger.model.packages import tool_versions
 from tagger.model.torch_weights import load_state_dict
 
 Arch = Literal["lite0", "lite2"]
@@ -251,16 +252,4 @@ def canonicalise(model: Any) -> Any:
 
 
 def builder_versions() -> dict[str, str]:
-    return {
-        name: importlib.metadata.version(name)
-        for name in ("tensorflow-cpu", "keras", "tf2onnx")
-        if _installed(name)
-    }
-
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    return tool_versions("tensorflow-cpu", "keras", "tf2onnx")

@@ -31,13 +31,18 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from tagger.errors import ModelError
+from tagger.model.packages import installed_file, pinned_distribution, tool_versions
 from tagger.model.quantize import Quantization, quantize_int8
+from tagger.model.registry import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSION_CHARS,
+    ArtifactManifest,
+    sha256_file,
+)
 from tagger.model.staging import staged
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.txt"
-VERSION_CHARS = 16
 OPSET = 17
 INPUT_SIZE = 300
 INPUT_NAME = "image_tensor:0"
@@ -102,13 +107,11 @@ class WeightsProvenance(BaseModel):
     licence: str = UPSTREAM_LICENCE
 
 
-class DetectorManifest(BaseModel):
+class DetectorManifest(ArtifactManifest):
     """What an ``objects`` artifact is; written by :func:`build_detector_artifact`."""
 
     name: str = "ssd-mobilenet-v2-coco"
     kind: Literal["object-detector"] = "object-detector"
-    version: str = Field(description="sha256 prefix of model.onnx")
-    sha256: str
     input_size: int = INPUT_SIZE
     colour_order: Literal["RGB"] = "RGB"
     dtype: Literal["uint8"] = "uint8"
@@ -143,14 +146,6 @@ def detector_pixels(image: Image.Image, size: int) -> np.ndarray[Any, np.dtype[n
     return np.asarray(resized, dtype=np.uint8)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def parse_labels(text: str) -> dict[int, str]:
     """``id<TAB>name`` lines → {id: name}."""
     labels: dict[int, str] = {}
@@ -171,19 +166,8 @@ def locate_graph() -> Path:
     The package's own ``__init__`` imports ``pkg_resources``, which current setuptools no longer
     ships, so the file is located from the distribution's metadata instead of by importing it.
     """
-    try:
-        dist = importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            f"the objects detector is built from the PyPI package {PACKAGE}=={PACKAGE_VERSION}; "
-            "install the 'build' extra"
-        ) from exc
-    if dist.version != PACKAGE_VERSION:
-        raise ModelError(f"{PACKAGE} {dist.version} installed, the build expects {PACKAGE_VERSION}")
-    for file in dist.files or ():
-        if str(file) == GRAPH_MEMBER:
-            return Path(str(dist.locate_file(file)))
-    raise ModelError(f"{PACKAGE} {dist.version} has no {GRAPH_MEMBER}")
+    dist = pinned_distribution(PACKAGE, PACKAGE_VERSION, "the objects detector ('build' extra)")
+    return installed_file(dist, GRAPH_MEMBER)
 
 
 def package_licence() -> tuple[str, str]:
@@ -385,13 +369,7 @@ def check_class_count(graph: Path) -> None:
 
 
 def builder_versions() -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for name in ("tensorflow-cpu", "tensorflow", "tf2onnx", "onnx"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    return tool_versions("tensorflow-cpu", "tensorflow", "tf2onnx", "onnx")
 
 
 def build_detector_artifact(destination: Path) -> DetectorManifest:

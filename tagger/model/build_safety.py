@@ -20,7 +20,6 @@ artifact and owns its manifest schema; :mod:`tagger.analyzers.safety` reads it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import io
 import re
@@ -35,12 +34,22 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.errors import ModelError
+from tagger.model.packages import (
+    declared_licence,
+    installed_file,
+    pinned_distribution,
+    tool_versions,
+)
 from tagger.model.quantize import Quantization, quantize_int8
+from tagger.model.registry import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSION_CHARS,
+    ArtifactManifest,
+    sha256_file,
+)
 from tagger.model.staging import staged
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-VERSION_CHARS = 16
 ARTIFACT_NAME = "open-nsfw"
 WEIGHTS_LICENCE = "BSD-2-Clause"
 UPSTREAM = "Yahoo open_nsfw, nsfw_model/resnet_50_1by2_nsfw.caffemodel (github.com/yahoo/open_nsfw)"
@@ -138,13 +147,11 @@ class WeightsProvenance(BaseModel):
     downloaded: Literal[False] = False
 
 
-class SafetyManifest(BaseModel):
+class SafetyManifest(ArtifactManifest):
     """What a ``safety`` artifact is; written by :func:`build_safety_artifact`."""
 
     name: str = ARTIFACT_NAME
     kind: Literal["nsfw-classifier"] = "nsfw-classifier"
-    version: str = Field(description="sha256 prefix of model.onnx")
-    sha256: str
     input_name: str
     input_shape: tuple[str, int, int, int] = ("batch", 224, 224, 3)
     preprocess: SafetyPreprocess = Field(default_factory=SafetyPreprocess)
@@ -183,54 +190,12 @@ def safety_input_into(out: FloatArray, image: Image.Image, spec: SafetyPreproces
     np.subtract(pixels[start:stop, start:stop, ::-1], np.asarray(spec.mean, np.float32), out=out)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _distribution(source: WheelSource) -> importlib.metadata.Distribution:
-    try:
-        dist = importlib.metadata.distribution(source.package)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            f"the safety model is copied from the PyPI package "
-            f"{source.package}=={source.version}; pip install it first"
-        ) from exc
-    if dist.version != source.version:
-        raise ModelError(
-            f"{source.package} {dist.version} installed, the build expects {source.version}"
-        )
-    return dist
-
-
-def _member(dist: importlib.metadata.Distribution, member: str) -> Path:
-    """A file of the installed wheel, found through its RECORD rather than by importing it."""
-    for file in dist.files or ():
-        if str(file) == member:
-            path = Path(str(dist.locate_file(file)))
-            if path.is_file():
-                return path
-    raise ModelError(f"{dist.metadata['Name']} {dist.version} has no file {member}")
+    return pinned_distribution(source.package, source.version, "the safety model ('build' extra)")
 
 
 def locate_model(source: WheelSource) -> Path:
-    return _member(_distribution(source), source.member)
-
-
-def declared_licence(dist: importlib.metadata.Distribution) -> str:
-    """``License-Expression``, else the first line of ``License``, plus licence classifiers."""
-    expression = dist.metadata["License-Expression"]
-    declared = (dist.metadata["License"] or "").strip().splitlines()
-    classifiers = [
-        c.rsplit(" :: ", 1)[-1]
-        for c in dist.metadata.get_all("Classifier") or []
-        if c.startswith("License ::")
-    ]
-    main = expression or (declared[0] if declared else "none declared")
-    return f"{main} (classifiers: {', '.join(classifiers) or 'none'})"
+    return installed_file(_distribution(source), source.member)
 
 
 def licence_quote(text: str) -> str:
@@ -281,13 +246,7 @@ def graph_opset(model: Path) -> int | None:
 
 
 def builder_versions() -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for name in ("onnxruntime", "onnx"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    return tool_versions("onnxruntime", "onnx")
 
 
 def build_safety_artifact(
@@ -298,8 +257,8 @@ def build_safety_artifact(
     never sees half an artifact."""
     source = SOURCES[source_name]
     dist = _distribution(source)
-    model = _member(dist, source.member)
-    licence_paths = [_member(dist, member) for member in source.licence_members]
+    model = installed_file(dist, source.member)
+    licence_paths = [installed_file(dist, member) for member in source.licence_members]
     with staged(destination) as staging:
         shipped = staging / "float.onnx"
         shutil.copyfile(model, shipped)

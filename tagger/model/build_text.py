@@ -10,7 +10,6 @@ version changes exactly when the model bytes do. Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -20,13 +19,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from tagger.errors import ModelError
-from tagger.model.build_safety import declared_licence, sha256_file
+from tagger.model.packages import declared_licence, installed_file, pinned_distribution
+from tagger.model.registry import VERSION_CHARS, sha256_file
 from tagger.model.staging import staged
 
 PACKAGE = "rapidocr-onnxruntime"
 PACKAGE_VERSION = "1.4.4"
 MANIFEST_FILE = "manifest.json"
-VERSION_CHARS = 16
 MEMBERS: dict[str, str] = {
     "det": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
     "cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -78,22 +77,10 @@ def load_text_manifest(path: Path) -> TextManifest:
 
 def build_text_artifact(destination: Path) -> TextManifest:
     """Copy the wheel's model files into a staging folder and rename it into place."""
-    try:
-        dist = importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            f"the text analyser's models come from {PACKAGE}=={PACKAGE_VERSION}: "
-            "pip install 'tagger[text]'"
-        ) from exc
-    if dist.version != PACKAGE_VERSION:
-        raise ModelError(f"{PACKAGE} {dist.version} installed, the build expects {PACKAGE_VERSION}")
-    sources: dict[str, Path] = {}
-    for role, member in MEMBERS.items():
-        found = [f for f in dist.files or () if str(f) == member]
-        path = Path(str(dist.locate_file(found[0]))) if found else None
-        if path is None or not path.is_file():
-            raise ModelError(f"{PACKAGE} {dist.version} has no file {member}")
-        sources[role] = path
+    dist = pinned_distribution(
+        PACKAGE, PACKAGE_VERSION, "the text analyser's OCR (pip install 'tagger[text]')"
+    )
+    sources = {role: installed_file(dist, member) for role, member in MEMBERS.items()}
     with staged(destination) as staging:
         checksums: dict[str, str] = {}
         for path in sources.values():

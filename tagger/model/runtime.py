@@ -7,6 +7,7 @@ and feeds it batches; never one per photo.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,19 +17,24 @@ from tagger.errors import ModelError
 from tagger.model.registry import ModelArtifact
 
 
+def open_session(path: Path, intra_op_threads: int = 0) -> ort.InferenceSession:
+    """The one way tagger opens a model: CPU, sequential, every graph optimisation, and
+    ``intra_op_threads`` threads (0 = onnxruntime's choice, all cores). One per model per
+    process; a worker process runs one thread per model, the CLI all cores."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class ModelRuntime:
     """A loaded, verified model ready to run batches."""
 
     def __init__(self, artifact: ModelArtifact, *, intra_op_threads: int = 0) -> None:
         self.artifact = artifact
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(artifact.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(artifact.onnx_path, intra_op_threads)
         manifest = artifact.manifest
         outputs = {o.name: o.shape for o in self._session.get_outputs()}
         for name in manifest.output_names:

@@ -26,14 +26,12 @@ from tagger.errors import ModelError
 from tagger.model import build_objects
 from tagger.model.build_objects import (
     COCO_LABELS,
-    MANIFEST_FILE,
-    MODEL_FILE,
     DetectorManifest,
     WeightsProvenance,
     labels_text,
     parse_labels,
 )
-from tagger.model.registry import ensure_built
+from tagger.model.registry import MANIFEST_FILE, MODEL_FILE, ensure_built, sha256_file
 from tagger.schemas import DetectedObject
 from tagger.vocabulary import Vocabulary
 
@@ -114,7 +112,7 @@ def _fake_artifact(folder: Path, model_bytes: bytes = b"not really onnx") -> Pat
     folder.mkdir()
     (folder / MODEL_FILE).write_bytes(model_bytes)
     (folder / build_objects.LABELS_FILE).write_text(labels_text(), "utf-8")
-    digest = build_objects.sha256_file(folder / MODEL_FILE)
+    digest = sha256_file(folder / MODEL_FILE)
     manifest = DetectorManifest(
         version=digest[:16],
         sha256=digest,
@@ -202,7 +200,7 @@ def test_manifest_records_the_weights_and_their_licence(detector_dir: Path) -> N
     assert weights["sha256"] == build_objects.UPSTREAM_GRAPH_SHA256
     assert "License: UNKNOWN" in weights["package_licence"]
     assert weights["licence"].startswith("Apache-2.0")
-    assert manifest["version"] == build_objects.sha256_file(detector_dir / MODEL_FILE)[:16]
+    assert manifest["version"] == sha256_file(detector_dir / MODEL_FILE)[:16]
     assert manifest["input_size"] == 300 and manifest["dtype"] == "uint8"
     assert "tf2onnx" in manifest["builder"]
     quantization = manifest["quantization"]

@@ -25,13 +25,11 @@ from tagger.analyzers.safety import (
 from tagger.errors import ModelError
 from tagger.model import build_safety
 from tagger.model.build_safety import (
-    MANIFEST_FILE,
-    MODEL_FILE,
     SafetyManifest,
     SafetyPreprocess,
     WeightsProvenance,
 )
-from tagger.model.registry import ensure_built
+from tagger.model.registry import MANIFEST_FILE, MODEL_FILE, ensure_built, sha256_file
 from tagger.schemas import Safety
 
 SPEC = SafetyPreprocess()
@@ -76,7 +74,7 @@ def test_preprocessing_is_byte_identical_to_the_reference_order() -> None:
 def _fake_artifact(folder: Path, model_bytes: bytes = b"not really onnx") -> Path:
     folder.mkdir()
     (folder / MODEL_FILE).write_bytes(model_bytes)
-    digest = build_safety.sha256_file(folder / MODEL_FILE)
+    digest = sha256_file(folder / MODEL_FILE)
     manifest = SafetyManifest(
         version=digest[:16],
         sha256=digest,
@@ -161,7 +159,7 @@ def test_manifest_records_the_file_and_its_licence(safety_dir: Path) -> None:
     weights = manifest["weights"]
     source = build_safety.SOURCES[build_safety.DEFAULT_SOURCE]
     assert manifest["version"] == manifest["sha256"][:16]
-    assert manifest["sha256"] == build_safety.sha256_file(safety_dir / MODEL_FILE)
+    assert manifest["sha256"] == sha256_file(safety_dir / MODEL_FILE)
     assert weights["sha256"] == source.sha256 and weights["downloaded"] is False
     # model.onnx is the int8 model made from the shipped file, which the manifest names
     assert manifest["quantization"]["float_sha256"] == source.sha256
