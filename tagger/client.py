@@ -6,7 +6,6 @@ an application that enqueues photos does not need onnxruntime, TensorFlow or the
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -149,14 +148,14 @@ class TaggerClient:
     ) -> list[SearchHit]:
         """Photos having every one of ``tags``; ``safe`` leaves out photos whose safety score
         reaches the configured threshold (and photos not scored)."""
-        max_nsfw = self._safe_below() if safe else None
+        max_nsfw = self.settings.safety.safe_below if safe else None
         return self.store.search(tags, limit=limit, max_nsfw=max_nsfw)
 
     def similar(self, ref: str | PhotoRef, k: int = 20, *, safe: bool = False) -> list[SearchHit]:
         """Photos most like ``ref`` (tagged already), best first: same kind of thing, same
         kind of scene (see :mod:`tagger.similarity`)."""
         identity = PhotoRef.parse(ref).identity
-        max_nsfw = self._safe_below() if safe else None
+        max_nsfw = self.settings.safety.safe_below if safe else None
         return self.store.similar(identity, k=k, max_nsfw=max_nsfw)
 
     def flagged(self, limit: int = 100, threshold: float | None = None) -> list[TagResult]:
@@ -164,10 +163,6 @@ class TaggerClient:
         configured one), most likely first."""
         chosen = self.settings.safety.threshold if threshold is None else threshold
         return self.store.flagged(chosen, limit=limit)
-
-    def _safe_below(self) -> float:
-        # "reaches the threshold" is flagged, so safe is strictly below it
-        return math.nextafter(self.settings.safety.threshold, 0.0)
 
     def failures(self, limit: int = 100) -> list[TagResult]:
         return self.store.failures(limit=limit)

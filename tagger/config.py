@@ -8,6 +8,7 @@ deployment is fully described by its environment and a test by the Settings it b
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -234,6 +235,12 @@ class TriggerSettings(BaseModel):
 class ObjectSettings(BaseModel):
     """The ``objects`` analyser (COCO detector)."""
 
+    # Two labelled sets, int8 detector (`tagger eval`, scripts/eval_people.py): on the shipped
+    # check set every threshold from 0.3 to 0.65 gives `person` precision and recall 1.0; on 231
+    # hand-labelled ImageNet dev photos (tagger/data/people_check_imagenet_dev.tsv) 0.5 gives
+    # P 0.85 / R 0.88 and 0.6 gives P 0.88 / R 0.88 (it drops a retriever at 0.56; what stays
+    # false is a doll's face, a lionfish and a purse, which the float model scores as high).
+    # 0.6 also drops most false COCO things.
     score_threshold: float = Field(
         default=0.6, gt=0, lt=1, description="keep detections at least this confident"
     )
@@ -243,6 +250,8 @@ class ObjectSettings(BaseModel):
 class ColourSettings(BaseModel):
     """The ``colours`` analyser."""
 
+    # A colour covering at least a third of the subject is what a person would call its
+    # colour; the subject can then carry at most three colour tags.
     tag_threshold: float = Field(
         default=0.3, gt=0, le=1, description="a colour tag when its subject share reaches this"
     )
@@ -252,10 +261,18 @@ class ColourSettings(BaseModel):
 class SafetySettings(BaseModel):
     """The ``safety`` analyser (open_nsfw)."""
 
+    # Yahoo's "above 0.8 is highly probably NSFW"; on the 250 ImageNet dev photos the highest
+    # score is 0.37, so no photo there is flagged (`tagger eval`).
     threshold: float = Field(
         default=0.8, gt=0, le=1, description="P(nsfw) at which a photo is tagged nsfw, flagged"
     )
     max_batch: int = Field(default=16, ge=1, description="photos per model run")
+
+    @property
+    def safe_below(self) -> float:
+        """The highest score a safe search lets through: a photo *at* the threshold is
+        flagged, so safe is strictly below it."""
+        return math.nextafter(self.threshold, 0.0)
 
 
 DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety")

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from tagger.analyzers.base import scored_tags
-from tagger.config import Settings
+from tagger.config import ColourSettings, Settings
 from tagger.schemas import Colours, ColourShare, Findings
 
 # Bump when prototypes, weighting or thumbnail size change: stored results are then stale.
@@ -52,10 +52,9 @@ BASIC_COLOURS: tuple[str, ...] = (
 
 # Shares below this are noise (edge pixels, compression) and are left out of the result.
 MIN_SHARE = 0.01
-DEFAULT_THUMBNAIL_SIDE = 64
-# A colour covering at least a third of the subject is what a person would call its colour;
-# the subject can then carry at most three colour tags.
-DEFAULT_TAG_THRESHOLD = 0.3
+# The defaults live in Settings (ColourSettings).
+DEFAULT_THUMBNAIL_SIDE = ColourSettings().thumbnail_side
+DEFAULT_TAG_THRESHOLD = ColourSettings().tag_threshold
 # Standard deviation of the centre-weighted region, as a fraction of each side.
 CENTRE_SIGMA = 0.18
 # Lightness differences weigh less than hue/chroma ones: shading moves L* a lot without

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from tagger.config import Settings
+from tagger.config import ObjectSettings, Settings
 from tagger.errors import ModelError
 from tagger.model.build_objects import (
     DetectorManifest,
@@ -37,17 +37,9 @@ from tagger.model.registry import OnnxArtifact, ensure_built, read_verified_mani
 from tagger.model.runtime import open_session
 from tagger.schemas import DetectedObject, Findings, Tag, merge_tags
 
-# Two labelled sets, int8 detector (``tagger eval`` and scripts/eval_people.py): on the shipped
-# check set every threshold from 0.3 to 0.65 gives ``person`` precision and recall 1.0; on the
-# 226 hand-labelled ImageNet dev photos (tagger/data/people_check_imagenet_dev.tsv) 0.5 gives
-# P 0.85 / R 0.88 and 0.6 gives P 0.88 / R 0.88 (the true persons it keeps score 0.62 and up;
-# what it drops is a retriever at 0.56; what stays false is a doll's face, a lionfish and a
-# purse, which the float model scores as high). 0.6 also drops most false COCO things.
-DEFAULT_SCORE_THRESHOLD = 0.6
-DEFAULT_MAX_BATCH = 8
-PERSON = "person"
-PEOPLE_MIN = 2
-GROUP_MIN = 4
+# The defaults live in Settings (ObjectSettings), where the threshold's evidence is given.
+DEFAULT_SCORE_THRESHOLD = ObjectSettings().score_threshold
+DEFAULT_MAX_BATCH = ObjectSettings().max_batch
 ARTIFACT_DIR = "objects"
 VOCABULARY_FILE = ("data", "object_vocabulary.toml")
 

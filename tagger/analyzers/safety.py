@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from tagger.analyzers.base import scored_tags
-from tagger.config import Settings
+from tagger.config import SafetySettings, Settings
 from tagger.errors import ModelError
 from tagger.model.build_safety import (
     SafetyManifest,
@@ -40,10 +40,9 @@ from tagger.model.registry import OnnxArtifact, ensure_built, read_verified_mani
 from tagger.model.runtime import open_session
 from tagger.schemas import Findings, Safety
 
-# Yahoo's "above 0.8 is highly probably NSFW"; on the 250 ImageNet dev photos the highest score
-# is 0.42, so no photo there is tagged (scripts/eval_safety.py).
-DEFAULT_NSFW_THRESHOLD = 0.8
-DEFAULT_MAX_BATCH = 16
+# The defaults live in Settings (SafetySettings), where the threshold's evidence is given.
+DEFAULT_NSFW_THRESHOLD = SafetySettings().threshold
+DEFAULT_MAX_BATCH = SafetySettings().max_batch
 NSFW_TAG = "nsfw"
 ARTIFACT_DIR = "safety"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Annotated
@@ -104,7 +103,7 @@ def search(
     """Photos having all the given tags, best match first."""
     settings = Settings()
     store = SqlTagStore.from_settings(settings)
-    max_nsfw = math.nextafter(settings.safety.threshold, 0.0) if safe else None
+    max_nsfw = settings.safety.safe_below if safe else None
     hits = store.search(tags, limit=limit, max_nsfw=max_nsfw)
     store.close()
     if json_lines:
@@ -128,7 +127,7 @@ def similar(
 
     settings = Settings()
     store = SqlTagStore.from_settings(settings)
-    max_nsfw = math.nextafter(settings.safety.threshold, 0.0) if safe else None
+    max_nsfw = settings.safety.safe_below if safe else None
     try:
         hits = store.similar(PhotoRef.parse(ref).identity, k=k, max_nsfw=max_nsfw)
     except ValueError as exc:
