@@ -369,7 +369,7 @@ def tag_and_store(
     outdated = [
         ref
         for ref, state in known.items()
-        if state.status is Status.TAGGED and not state.is_tagged_by(state.etag, pipeline.versions)
+        if state.status is Status.TAGGED and not state.is_current(pipeline.versions)
     ]
     previous = call_store(partial(store.get_many, outdated), wait) if outdated else {}
     pending = iter(refs)

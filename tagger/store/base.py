@@ -56,10 +56,12 @@ class PhotoState(BaseModel):
         from the one that was tagged; re-tagging costs time, skipping a changed photo costs a
         wrong answer.
         """
+        return etag is not None and self.etag == etag and self.is_current(versions)
+
+    def is_current(self, versions: Mapping[str, str]) -> bool:
+        """Tagged by every enabled analyser (name -> version) at its current version."""
         return (
             self.status is Status.TAGGED
-            and etag is not None
-            and self.etag == etag
             and bool(versions)
             and all(self.analyzers.get(name) == version for name, version in versions.items())
         )

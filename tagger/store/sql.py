@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
@@ -170,7 +171,12 @@ def _packed(vector: Sequence[float] | None) -> bytes | None:
 
 
 def _unpacked(data: bytes | None) -> list[float] | None:
-    return None if data is None else np.frombuffer(data, "<f2").astype(np.float32).tolist()
+    return None if data is None else _vectors(data).tolist()
+
+
+def _vectors(data: bytes) -> npt.NDArray[np.float32]:
+    """Packed float16 signatures (one or many, back to back) as float32 for arithmetic."""
+    return np.frombuffer(data, "<f2").astype(np.float32)
 
 
 def _dumped(items: Sequence[BaseModel] | None) -> list[Any] | None:
@@ -427,7 +433,7 @@ class SqlTagStore:
                 raise ValueError(
                     f"{ref} has no signature: tag it (with the classify analyser) first"
                 )
-            target = np.frombuffer(query, "<f2").astype(np.float32)
+            target = _vectors(query)
             best: list[tuple[float, str]] = []
             stmt = (
                 select(photos.c.ref, photos.c.signature)
@@ -441,8 +447,8 @@ class SqlTagStore:
             )
             for page in conn.execute(stmt).partitions():
                 refs = [row.ref for row in page]
-                vectors = np.frombuffer(b"".join(row.signature for row in page), "<f2")
-                scores = vectors.reshape(len(refs), -1).astype(np.float32) @ target
+                vectors = _vectors(b"".join(row.signature for row in page))
+                scores = vectors.reshape(len(refs), -1) @ target
                 best = heapq.nlargest(k, [*best, *zip(scores.tolist(), refs, strict=True)])
             shown = {r.ref: r.tag_names() for r in self._results(conn, self._rows(conn, best))}
         return [SearchHit(ref=hit, score=score, tags=shown[hit]) for score, hit in best]
