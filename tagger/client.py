@@ -17,8 +17,9 @@ from tagger import errors
 from tagger.config import Settings
 from tagger.queueing import TAG_TASK, TagBatchRequest, make_celery, queue_depth
 from tagger.schemas import JobCounts, PhotoRef, TagResult
+from tagger.search import Recommendation, Searcher, TextSearch
 from tagger.sources import redact_url
-from tagger.store import SearchHit, SqlTagStore
+from tagger.store import SearchFilters, SearchHit, SqlTagStore
 
 
 class InvalidReference(errors.InvalidReference):
@@ -88,6 +89,7 @@ class TaggerClient:
         self.settings = settings or Settings()
         self.celery = make_celery(self.settings, name="tagger-client")
         self.store = SqlTagStore.from_settings(self.settings)
+        self.searcher = Searcher(self.store)
 
     def close(self) -> None:
         self.store.close()
@@ -144,19 +146,76 @@ class TaggerClient:
         return self.store.get(PhotoRef.parse(ref).identity)
 
     def search(
-        self, tags: Sequence[str], limit: int = 50, *, safe: bool = False
+        self,
+        tags: Sequence[str] = (),
+        limit: int = 50,
+        *,
+        text: str | None = None,
+        filters: SearchFilters | None = None,
+        safe: bool = False,
     ) -> list[SearchHit]:
-        """Photos having every one of ``tags``; ``safe`` leaves out photos whose safety score
-        reaches the configured threshold (and photos not scored)."""
-        max_nsfw = self.settings.safety.safe_below if safe else None
-        return self.store.search(tags, limit=limit, max_nsfw=max_nsfw)
+        """Photos having every one of ``tags`` (exact tag names), or matching a free-text
+        query (``text="a blue car by the beach"``), and ``filters``; ``safe`` leaves out photos
+        whose safety score reaches the configured threshold (and photos not scored).
 
-    def similar(self, ref: str | PhotoRef, k: int = 20, *, safe: bool = False) -> list[SearchHit]:
+        With ``text``, words no tag matches raise nothing: use :meth:`search_text` to see them.
+        """
+        if text is not None:
+            return self.search_text(text, limit, filters=filters, safe=safe).hits
+        return self.store.search(tags, limit=limit, filters=self._filters(filters, safe))
+
+    def search_text(
+        self,
+        text: str,
+        limit: int = 50,
+        *,
+        filters: SearchFilters | None = None,
+        safe: bool = False,
+    ) -> TextSearch:
+        """A free-text query's hits with what its words were taken to mean and the words no
+        tag matches (``unknown``)."""
+        return self.searcher.text(text, limit=limit, filters=self._filters(filters, safe))
+
+    def similar(
+        self,
+        ref: str | PhotoRef,
+        k: int = 20,
+        *,
+        filters: SearchFilters | None = None,
+        safe: bool = False,
+    ) -> list[SearchHit]:
         """Photos most like ``ref`` (tagged already), best first: same kind of thing, same
         kind of scene (see :mod:`tagger.similarity`)."""
         identity = PhotoRef.parse(ref).identity
-        max_nsfw = self.settings.safety.safe_below if safe else None
-        return self.store.similar(identity, k=k, max_nsfw=max_nsfw)
+        return self.searcher.similar(identity, k=k, filters=self._filters(filters, safe))
+
+    def recommend(
+        self,
+        liked: Sequence[str | PhotoRef],
+        k: int = 20,
+        *,
+        exclude: Sequence[str | PhotoRef] = (),
+        diversity: float = 0.3,
+        filters: SearchFilters | None = None,
+        safe: bool = False,
+    ) -> Recommendation:
+        """Photos for someone who liked ``liked``, leaving out ``exclude`` (already seen),
+        diversified so one liked dog does not return twenty near-identical dogs."""
+        return self.searcher.recommend(
+            [PhotoRef.parse(ref).identity for ref in liked],
+            k=k,
+            exclude=[PhotoRef.parse(ref).identity for ref in exclude],
+            diversity=diversity,
+            filters=self._filters(filters, safe),
+        )
+
+    def _filters(self, filters: SearchFilters | None, safe: bool) -> SearchFilters:
+        chosen = filters or SearchFilters()
+        if safe:
+            bound = self.settings.safety.safe_below
+            if chosen.max_nsfw is None or chosen.max_nsfw > bound:
+                chosen = chosen.model_copy(update={"max_nsfw": bound})
+        return chosen
 
     def flagged(self, limit: int = 100, threshold: float | None = None) -> list[TagResult]:
         """Photos the safety analyser flagged (score at or above the threshold, by default the

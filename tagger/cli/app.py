@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tagger.cli import backfill, bench, listen, local, model, service
+from tagger.cli import backfill, bench, find, listen, local, model, service
 
 app = typer.Typer(
     help="Tag photos by what they show, not by their hashtags.",
@@ -12,6 +12,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 local.register(app)
+find.register(app)
 service.register(app)
 bench.register(app)
 listen.register(app)

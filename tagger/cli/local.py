@@ -92,56 +92,6 @@ def show(
         raise typer.Exit(1)
 
 
-def search(
-    tags: Annotated[list[str], typer.Argument(help="photos must have all of these tags")],
-    limit: Annotated[int, typer.Option(min=1)] = 50,
-    safe: Annotated[
-        bool, typer.Option(help="leave out photos the safety analyser flagged or did not score")
-    ] = False,
-    json_lines: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Photos having all the given tags, best match first."""
-    settings = Settings()
-    store = SqlTagStore.from_settings(settings)
-    max_nsfw = settings.safety.safe_below if safe else None
-    hits = store.search(tags, limit=limit, max_nsfw=max_nsfw)
-    store.close()
-    if json_lines:
-        for hit in hits:
-            typer.echo(hit.model_dump_json())
-        return
-    for hit in hits:
-        typer.echo(f"{hit.score:.3f}\t{hit.ref}")
-    if not hits:
-        Console(stderr=True).print(f"no photo has all of: {', '.join(tags)}")
-
-
-def similar(
-    ref: Annotated[str, typer.Argument(help="a tagged photo: its path or reference")],
-    k: Annotated[int, typer.Option("--k", min=1, help="how many photos")] = 20,
-    safe: Annotated[bool, typer.Option(help="leave out flagged and unscored photos")] = False,
-    json_lines: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Photos most like a tagged photo, best first."""
-    from tagger.schemas import PhotoRef
-
-    settings = Settings()
-    store = SqlTagStore.from_settings(settings)
-    max_nsfw = settings.safety.safe_below if safe else None
-    try:
-        hits = store.similar(PhotoRef.parse(ref).identity, k=k, max_nsfw=max_nsfw)
-    except ValueError as exc:
-        Console(stderr=True).print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        store.close()
-    for hit in hits:
-        if json_lines:
-            typer.echo(hit.model_dump_json())
-        else:
-            typer.echo(f"{hit.score:.3f}\t{hit.ref}\t{', '.join(hit.tags[:6])}")
-
-
 def flagged(
     limit: Annotated[int, typer.Option(min=1)] = 100,
     threshold: Annotated[
@@ -242,8 +192,6 @@ def eval_similar(
 def register(app: typer.Typer) -> None:
     app.command()(tag)
     app.command()(show)
-    app.command()(search)
     app.command()(flagged)
-    app.command()(similar)
     app.command("eval")(eval_command)
     app.command("eval-similar")(eval_similar)

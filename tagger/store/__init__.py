@@ -1,15 +1,29 @@
 """Where results, job progress and resumable cursors are kept (see :mod:`tagger.store.sql`)."""
 
-from tagger.store.base import JobItemState, PhotoState, SearchHit, TagKind, TagStore, normalise_tag
-from tagger.store.sql import SqlTagStore, engine_url
+from tagger.store.base import (
+    JobItemState,
+    Match,
+    PhotoState,
+    SearchFilters,
+    SearchHit,
+    TagKind,
+    TagStore,
+    normalise_tag,
+)
+from tagger.store.sql import SqlTagStore, engine_url, make_engine
+from tagger.store.vectors import IndexStats
 
 __all__ = [
+    "IndexStats",
     "JobItemState",
+    "Match",
     "PhotoState",
+    "SearchFilters",
     "SearchHit",
     "SqlTagStore",
     "TagKind",
     "TagStore",
     "engine_url",
+    "make_engine",
     "normalise_tag",
 ]

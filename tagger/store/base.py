@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.schemas import JobCounts, Status, TagResult
@@ -23,15 +24,46 @@ def normalise_tag(name: str) -> str:
     return name.strip().lower()
 
 
+class Match(BaseModel):
+    """One reason a photo is a hit: a searched tag or colour it has (with its score), its
+    people count, or its similarity to the query photo or profile."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["tag", "colour", "people", "similarity"]
+    name: str
+    score: float
+
+
 class SearchHit(BaseModel):
-    """One photo that has every searched tag; ``score`` ranks hits, ``tags`` are the photo's
-    friendly tags and their parents (most likely first) for display."""
+    """One photo found; ``score`` ranks hits, ``tags`` are the photo's friendly tags and their
+    parents (most likely first) for display, ``why`` says what matched."""
 
     model_config = ConfigDict(frozen=True)
 
     ref: str
     score: float
     tags: list[str]
+    why: list[Match] = Field(default_factory=list)
+
+
+class SearchFilters(BaseModel):
+    """Conditions every hit must meet, shared by tag search, text search, similar and
+    recommend. Tags match friendly tags, parents and class labels; colours are the subject
+    colour tags of the colours analyser; ``people`` bounds the detector's person count."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tags: tuple[str, ...] = ()
+    colours: tuple[str, ...] = ()
+    min_people: int | None = Field(default=None, ge=0)
+    max_people: int | None = Field(default=None, ge=0)
+    max_nsfw: float | None = Field(default=None, ge=0, le=1)
+
+    def required(self) -> list[str]:
+        """Every tag a hit must have, colours included, normalised and without repeats."""
+        names = (normalise_tag(name) for name in (*self.tags, *self.colours))
+        return list(dict.fromkeys(name for name in names if name))
 
 
 class PhotoState(BaseModel):
@@ -80,18 +112,39 @@ class TagStore(Protocol):
     def get_many(self, refs: Sequence[str]) -> dict[str, TagResult]: ...
 
     def search(
-        self, tags: Sequence[str], limit: int = 50, max_nsfw: float | None = None
+        self, tags: Sequence[str], limit: int = 50, filters: SearchFilters | None = None
     ) -> list[SearchHit]:
-        """Tagged photos having *all* of ``tags`` (friendly, parent or class label), best
-        first; with ``max_nsfw``, only photos scored safe up to it."""
+        """Tagged photos having *all* of ``tags`` (friendly, parent or class label) and meeting
+        ``filters``, best first."""
         ...
 
     def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
         """Tagged photos whose safety score reaches ``threshold``, most likely first."""
         ...
 
-    def similar(self, ref: str, k: int = 20, max_nsfw: float | None = None) -> list[SearchHit]:
+    def similar(
+        self, ref: str, k: int = 20, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
         """The ``k`` photos most like ``ref`` by their signatures, best first."""
+        ...
+
+    def nearest(
+        self,
+        vector: npt.ArrayLike,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[SearchHit]:
+        """The ``k`` tagged photos whose signatures are nearest to ``vector``, best first."""
+        ...
+
+    def signatures(self, refs: Sequence[str]) -> dict[str, list[float]]:
+        """The stored signatures of those of ``refs`` that have one."""
+        ...
+
+    def existing_tags(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` that some photo has as a tag (words read by OCR, custom labels,
+        class ids: tags a query vocabulary cannot know in advance)."""
         ...
 
     def failures(self, limit: int = 100) -> list[TagResult]:

@@ -14,7 +14,6 @@ which SQLite refuses without waiting).
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
     literal,
@@ -48,10 +48,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from tagger.config import Settings
 from tagger.errors import StoreUnavailable, transient_codes
 from tagger.schemas import ClassScore, JobCounts, Safety, Status, Tag, TagResult
-from tagger.store.base import PhotoState, SearchHit, normalise_tag
+from tagger.store.base import Match, PhotoState, SearchFilters, SearchHit, normalise_tag
 from tagger.store.schema import migrate
+from tagger.store.sqlite_driver import dbapi as sqlite_dbapi
+from tagger.store.sqlite_driver import load_vector_extension
 from tagger.store.tables import JOB_ITEM_STATES, cursors, job_items, photos
 from tagger.store.tables import tags as tag_index
+from tagger.store.vectors import IndexStats, index_for
 
 _IN_CHUNK = 500
 """Refs per ``IN (…)`` list; far below SQLite's and PostgreSQL's bound-parameter limits."""
@@ -95,13 +98,14 @@ def _sqlite_enable_wal(cursor: Any) -> None:
             if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 cursor.execute("PRAGMA journal_mode = WAL")
             return
-        except sqlite3.OperationalError as exc:
+        except cursor.connection.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    load_vector_extension(dbapi_connection)
     # Hand transaction control to SQLAlchemy (the "begin" listener), instead of the sqlite3
     # module's implicit BEGIN before DML and autocommitted SELECTs.
     dbapi_connection.isolation_level = None
@@ -157,12 +161,30 @@ def _index_rows(result: TagResult) -> list[dict[str, Any]]:
 
 
 _SIMILAR_PAGE = 2000
+_CANDIDATES = 200
+"""Candidates asked of the vector index for a top 10: the exact top 10 is among them in 99.5 %
+of queries on the SimHash index (``tagger bench-search`` measures recall on both backends)."""
+_EXACT_BELOW = 20_000
+"""Below this many photos meeting a filter, scoring them all exactly is faster than asking the
+index for ever more candidates (20 000 float16 signatures are one 80 MB read and a product)."""
 
 
-def _safe(max_nsfw: float | None) -> list[ColumnElement[bool]]:
-    if max_nsfw is None:
-        return []
-    return [photos.c.nsfw.is_not(None), photos.c.nsfw <= max_nsfw]
+def _conditions(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    """SQL conditions on ``photos`` for the filters: every required tag present, the person
+    count within bounds (no count means none), safety at most ``max_nsfw`` (unscored photos
+    are left out of a safe search)."""
+    clauses: list[ColumnElement[bool]] = [
+        exists().where(tag_index.c.ref == photos.c.ref, tag_index.c.tag == name)
+        for name in filters.required()
+    ]
+    people = func.coalesce(photos.c.counts["person"].as_integer(), 0)
+    if filters.min_people is not None:
+        clauses.append(people >= filters.min_people)
+    if filters.max_people is not None:
+        clauses.append(people <= filters.max_people)
+    if filters.max_nsfw is not None:
+        clauses += [photos.c.nsfw.is_not(None), photos.c.nsfw <= filters.max_nsfw]
+    return clauses
 
 
 def _packed(vector: Sequence[float] | None) -> bytes | None:
@@ -183,6 +205,22 @@ def _dumped(items: Sequence[BaseModel] | None) -> list[Any] | None:
     return None if items is None else [item.model_dump(mode="json") for item in items]
 
 
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """The engine every connection to a store goes through: on SQLite the driver that can load
+    sqlite-vec, the extension loaded, WAL and ``BEGIN IMMEDIATE`` for writers."""
+    parsed = engine_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not parsed.query.get("uri"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, echo=echo, module=sqlite_dbapi())
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    # Workers live for days; a server restart must not surface as a failed batch.
+    return create_engine(parsed, echo=echo, pool_pre_ping=True)
+
+
 class SqlTagStore:
     """A :class:`~tagger.store.base.TagStore` on SQLite or PostgreSQL via SQLAlchemy Core.
 
@@ -193,16 +231,8 @@ class SqlTagStore:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self._url = engine_url(url)
         self._dialect = self._url.get_backend_name()
-        if self._dialect == "sqlite":
-            database = self._url.database
-            if database and database != ":memory:" and not self._url.query.get("uri"):
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self._engine: Engine = create_engine(self._url, echo=echo)
-            event.listen(self._engine, "connect", _sqlite_on_connect)
-            event.listen(self._engine, "begin", _sqlite_on_begin)
-        else:
-            # Workers live for days; a server restart must not surface as a failed batch.
-            self._engine = create_engine(self._url, echo=echo, pool_pre_ping=True)
+        self._engine = make_engine(self._url, echo=echo)
+        self._vectors = index_for(self._dialect)
         self._schema_lock = threading.Lock()
         self._schema_ready = False
 
@@ -300,6 +330,15 @@ class SqlTagStore:
                 conn.execute(delete(tag_index).where(tag_index.c.ref.in_(chunk)))
             if tag_rows:
                 conn.execute(insert(tag_index), tag_rows)
+            vectors = {
+                r.ref: np.asarray(r.signature, np.float32)
+                for r in latest.values()
+                if r.signature is not None and r.status is Status.TAGGED
+            }
+            self._vectors.put(conn, vectors)
+            gone = [ref for ref in refs if ref not in vectors]
+            if gone:
+                self._vectors.remove(conn, gone)
 
     def get(self, ref: str) -> TagResult | None:
         return self.get_many([ref]).get(ref)
@@ -352,16 +391,21 @@ class SqlTagStore:
         ]
 
     def search(
-        self, tags: Sequence[str], limit: int = 50, max_nsfw: float | None = None
+        self, tags: Sequence[str], limit: int = 50, filters: SearchFilters | None = None
     ) -> list[SearchHit]:
-        """Tagged photos having every one of ``tags``, ranked by the sum of their scores.
+        """Tagged photos having every one of ``tags`` and meeting ``filters``, ranked by the sum
+        of the scores of the searched tags and colours.
 
         A tag matches a friendly tag, a parent (``animal``) or a class label or WordNet id;
         where one name matches several kinds, its best score counts. One SQL statement ranks
-        the photos and returns their display tags. With ``max_nsfw``, photos whose safety
-        score is above it, or that have none, are left out (safe search).
+        the photos; each hit lists its display tags and, in ``why``, the score of each searched
+        tag and colour it has.
         """
-        names = list(dict.fromkeys(n for n in map(normalise_tag, tags) if n))
+        filters = filters or SearchFilters()
+        colours = set(SearchFilters(colours=filters.colours).required())
+        names = list(
+            dict.fromkeys([*(n for n in map(normalise_tag, tags) if n), *filters.required()])
+        )
         if not names:
             raise ValueError("search needs at least one non-empty tag")
         if limit < 1:
@@ -374,35 +418,57 @@ class SqlTagStore:
             .subquery("per_tag")
         )
         total = func.sum(per_tag.c.score).label("score")
-        hits = (
+        hits_stmt = (
             select(per_tag.c.ref, total)
             .select_from(per_tag.join(photos, photos.c.ref == per_tag.c.ref))
-            .where(photos.c.status == Status.TAGGED.value, *_safe(max_nsfw))
+            .where(
+                photos.c.status == Status.TAGGED.value,
+                *_conditions(filters.model_copy(update={"tags": (), "colours": ()})),
+            )
             .group_by(per_tag.c.ref)
             .having(func.count() == literal(len(names)))
             .order_by(total.desc(), per_tag.c.ref)
             .limit(limit)
-            .cte("hits")
         )
-        shown = t.alias("shown")
-        stmt = (
-            select(hits.c.ref, hits.c.score, shown.c.tag, shown.c.parents)
-            .select_from(
-                hits.outerjoin(shown, (shown.c.ref == hits.c.ref) & (shown.c.kind == "friendly"))
-            )
-            .order_by(hits.c.score.desc(), hits.c.ref, shown.c.score.desc(), shown.c.tag)
-        )
-        ranked: dict[str, tuple[float, dict[str, None], list[str]]] = {}
         with self._transaction(write=False) as conn:
-            for row in conn.execute(stmt):
-                _, friendly, parents = ranked.setdefault(row.ref, (float(row.score), {}, []))
-                if row.tag is not None:
-                    friendly.setdefault(row.tag, None)
-                    parents.extend(row.parents or [])
-        # Friendly tags best first, then their parents: the order of TagResult.tag_names().
+            ranked = [(float(row.score), row.ref) for row in conn.execute(hits_stmt)]
+            hits = self._hits(conn, ranked)
+            matched = conn.execute(
+                select(t.c.ref, t.c.tag, func.max(t.c.score).label("score"))
+                .where(t.c.ref.in_([ref for _, ref in ranked]), t.c.tag.in_(names))
+                .group_by(t.c.ref, t.c.tag)
+            ).all()
+        why: dict[str, list[Match]] = {}
+        for row in sorted(matched, key=lambda r: names.index(r.tag)):
+            kind: Literal["tag", "colour"] = "colour" if row.tag in colours else "tag"
+            why.setdefault(row.ref, []).append(
+                Match(kind=kind, name=row.tag, score=round(float(row.score), 4))
+            )
+        return [hit.model_copy(update={"why": why.get(hit.ref, [])}) for hit in hits]
+
+    def _hits(self, conn: Connection, ranked: Sequence[tuple[float, str]]) -> list[SearchHit]:
+        """Hits in the given order, each with its display tags: friendly tags best first, then
+        their parents (the order of ``TagResult.tag_names()``)."""
+        refs = [ref for _, ref in ranked]
+        shown: dict[str, tuple[dict[str, None], list[str]]] = {ref: ({}, []) for ref in refs}
+        t = tag_index
+        for chunk in _chunks(refs):
+            rows = conn.execute(
+                select(t.c.ref, t.c.tag, t.c.parents)
+                .where(t.c.ref.in_(chunk), t.c.kind == "friendly")
+                .order_by(t.c.ref, t.c.score.desc(), t.c.tag)
+            )
+            for row in rows:
+                friendly, parents = shown[row.ref]
+                friendly.setdefault(row.tag, None)
+                parents.extend(row.parents or [])
         return [
-            SearchHit(ref=ref, score=score, tags=list(dict.fromkeys([*friendly, *parents])))
-            for ref, (score, friendly, parents) in ranked.items()
+            SearchHit(
+                ref=ref,
+                score=score,
+                tags=list(dict.fromkeys([*shown[ref][0], *shown[ref][1]])),
+            )
+            for score, ref in ranked
         ]
 
     def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
@@ -416,46 +482,144 @@ class SqlTagStore:
             ).all()
             return self._results(conn, rows)
 
-    def similar(self, ref: str, k: int = 20, max_nsfw: float | None = None) -> list[SearchHit]:
-        """The ``k`` tagged photos whose signatures are nearest to ``ref``'s, best first.
+    def similar(
+        self, ref: str, k: int = 20, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        """The ``k`` tagged photos whose signatures are nearest to ``ref``'s, best first."""
+        found = self.signatures([ref])
+        if ref not in found:
+            raise ValueError(f"{ref} has no signature: tag it (with the classify analyser) first")
+        return self.nearest(found[ref], k=k, filters=filters, exclude=[ref])
 
-        Exact search: the signatures are read in pages and scored with one matrix product per
-        page, holding only the best ``k``. That is fine for a library of tens of thousands of
-        photos; a vector index (pgvector, sqlite-vec) takes over from here for larger ones.
+    def signatures(self, refs: Sequence[str]) -> dict[str, list[float]]:
+        with self._transaction(write=False) as conn:
+            return {
+                ref: _vectors(data).tolist()
+                for ref, data in self._signatures(conn, refs, SearchFilters()).items()
+            }
+
+    def existing_tags(self, names: Sequence[str]) -> set[str]:
+        wanted = [name for name in map(normalise_tag, names) if name]
+        if not wanted:
+            return set()
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(tag_index.c.tag).where(tag_index.c.tag.in_(wanted)).distinct()
+            )
+            return {row.tag for row in rows}
+
+    def _signatures(
+        self, conn: Connection, refs: Sequence[str], filters: SearchFilters
+    ) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(list(refs)):
+            rows = conn.execute(
+                select(photos.c.ref, photos.c.signature).where(
+                    photos.c.ref.in_(chunk),
+                    photos.c.status == Status.TAGGED.value,
+                    photos.c.signature.is_not(None),
+                    *_conditions(filters),
+                )
+            )
+            found.update((row.ref, row.signature) for row in rows)
+        return found
+
+    def nearest(
+        self,
+        vector: npt.ArrayLike,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[SearchHit]:
+        """The ``k`` tagged photos nearest to ``vector`` that meet ``filters``, best first.
+
+        The vector index proposes candidates (at least ``_CANDIDATES``, or ten per wanted
+        hit); their stored signatures are scored exactly and filtered in SQL. When a filter
+        leaves too few, the index is asked for four times as many, and past
+        ``_EXACT_BELOW`` matching photos a selective filter is answered by scoring exactly
+        the photos that meet it, which is then cheaper than the index.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
+        filters = filters or SearchFilters()
+        query = np.asarray(vector, np.float32)
+        skip = set(exclude)
         with self._transaction(write=False) as conn:
-            query = conn.execute(
-                select(photos.c.signature).where(photos.c.ref == ref)
-            ).scalar_one_or_none()
-            if query is None:
-                raise ValueError(
-                    f"{ref} has no signature: tag it (with the classify analyser) first"
-                )
-            target = _vectors(query)
-            best: list[tuple[float, str]] = []
-            stmt = (
-                select(photos.c.ref, photos.c.signature)
-                .where(
-                    photos.c.status == Status.TAGGED.value,
-                    photos.c.signature.is_not(None),
-                    photos.c.ref != ref,
-                    *_safe(max_nsfw),
-                )
-                .execution_options(yield_per=_SIMILAR_PAGE)
-            )
-            for page in conn.execute(stmt).partitions():
-                refs = [row.ref for row in page]
-                vectors = _vectors(b"".join(row.signature for row in page))
-                scores = vectors.reshape(len(refs), -1) @ target
-                best = heapq.nlargest(k, [*best, *zip(scores.tolist(), refs, strict=True)])
-            shown = {r.ref: r.tag_names() for r in self._results(conn, self._rows(conn, best))}
-        return [SearchHit(ref=hit, score=score, tags=shown[hit]) for score, hit in best]
+            selective = bool(filters.required()) or filters.min_people or filters.max_people
+            if selective and self._count_at_most(conn, filters, _EXACT_BELOW) < _EXACT_BELOW:
+                best = self._exact(conn, query, k, filters, skip)
+            else:
+                want = max(_CANDIDATES, 10 * k) + len(skip)
+                while True:
+                    refs = self._vectors.candidates(conn, query, want)
+                    scored = self._scored(conn, query, refs, filters, skip)
+                    if len(scored) >= k or len(refs) < want:
+                        best = heapq.nlargest(k, scored)
+                        break
+                    if want >= _EXACT_BELOW:
+                        best = self._exact(conn, query, k, filters, skip)
+                        break
+                    want *= 4
+            hits = self._hits(conn, [(round(score, 6), ref) for score, ref in best])
+        return [
+            hit.model_copy(update={"why": [Match(kind="similarity", name="", score=hit.score)]})
+            for hit in hits
+        ]
 
-    def _rows(self, conn: Connection, best: Sequence[tuple[float, str]]) -> Sequence[Row[Any]]:
-        refs = [hit for _, hit in best]
-        return conn.execute(select(photos).where(photos.c.ref.in_(refs))).all() if refs else []
+    def _count_at_most(self, conn: Connection, filters: SearchFilters, cap: int) -> int:
+        matching = (
+            select(photos.c.ref)
+            .where(photos.c.status == Status.TAGGED.value, *_conditions(filters))
+            .limit(cap)
+            .subquery()
+        )
+        return int(conn.execute(select(func.count()).select_from(matching)).scalar_one())
+
+    def _scored(
+        self,
+        conn: Connection,
+        query: npt.NDArray[np.float32],
+        refs: Sequence[str],
+        filters: SearchFilters,
+        skip: set[str],
+    ) -> list[tuple[float, str]]:
+        found = self._signatures(conn, [ref for ref in refs if ref not in skip], filters)
+        same = {ref: data for ref, data in found.items() if len(data) == 2 * len(query)}
+        if not same:
+            return []
+        vectors = _vectors(b"".join(same.values())).reshape(len(same), -1)
+        return list(zip((vectors @ query).tolist(), same, strict=True))
+
+    def _exact(
+        self,
+        conn: Connection,
+        query: npt.NDArray[np.float32],
+        k: int,
+        filters: SearchFilters,
+        skip: set[str],
+    ) -> list[tuple[float, str]]:
+        """Every photo meeting ``filters`` scored, a page at a time, holding the best ``k``."""
+        best: list[tuple[float, str]] = []
+        stmt = (
+            select(photos.c.ref, photos.c.signature)
+            .where(
+                photos.c.status == Status.TAGGED.value,
+                photos.c.signature.is_not(None),
+                func.length(photos.c.signature) == 2 * len(query),
+                *_conditions(filters),
+            )
+            .execution_options(yield_per=_SIMILAR_PAGE)
+        )
+        for page in conn.execute(stmt).partitions():
+            rows = [row for row in page if row.ref not in skip]
+            if not rows:
+                continue
+            vectors = _vectors(b"".join(row.signature for row in rows)).reshape(len(rows), -1)
+            scores = vectors @ query
+            best = heapq.nlargest(
+                k, [*best, *zip(scores.tolist(), (row.ref for row in rows), strict=True)]
+            )
+        return best
 
     def failures(self, limit: int = 100) -> list[TagResult]:
         with self._transaction(write=False) as conn:
@@ -572,6 +736,11 @@ class SqlTagStore:
             conn.execute(upsert, {"name": name, "value": value, "updated_at": datetime.now(UTC)})
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def index_stats(self) -> IndexStats:
+        """How many photos the vector index holds and its size on disk."""
+        with self._transaction(write=False) as conn:
+            return self._vectors.stats(conn)
 
     def close(self) -> None:
         """Close pooled connections; the store reconnects if used again."""

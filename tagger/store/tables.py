@@ -154,3 +154,14 @@ cursors = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+
+VECTOR_TABLES: tuple[str, ...] = ("photo_vectors", "photo_codes")
+"""Tables of the vector index (:mod:`tagger.store.vectors`), made by migration 0004 in each
+dialect's own form (a pgvector table, a sqlite-vec virtual table with its shadow tables), so
+they are not in ``metadata``."""
+
+
+def is_declared(name: str | None) -> bool:
+    """Whether schema comparison should look at a table: not the vector index's own."""
+    return name is None or not name.startswith(VECTOR_TABLES)

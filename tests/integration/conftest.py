@@ -7,7 +7,6 @@ real HTTP and real error responses, exactly as it would against S3 or MinIO.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ import pytest
 
 from tagger.config import FetchSettings, S3Settings, Settings, StoreSettings, WorkerSettings
 from tagger.devservers import CeleryWorker, MotoServer, RedisServer
-from tests.pg import find_pg_user, temporary_schema
+from tests.pg import PgServer, temporary_schema
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,15 +105,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> Iterator[str]:
-    """The production store, PostgreSQL, in a fresh schema; SQLite only where no PostgreSQL
-    server answers at all (said in the run's summary)."""
-    user, why = find_pg_user()
-    if user is None:
-        warnings.warn(f"PostgreSQL unavailable ({why}); integration store is SQLite", stacklevel=1)
-        yield f"sqlite:///{tmp_path / 'tags.db'}"
-        return
-    with temporary_schema(user) as url:
+def store_url(pg_server: PgServer) -> Iterator[str]:
+    """The production store, PostgreSQL with pgvector, in a fresh schema."""
+    with temporary_schema(pg_server) as url:
         yield url
 
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tagger.client import TaggerClient
@@ -26,7 +25,7 @@ from tagger.schemas import Status
 from tagger.store import SqlTagStore
 from tests.integration.services import CeleryWorker, MotoServer, RedisServer
 from tests.integration.test_service import upload
-from tests.pg import PG_DATABASE, PG_HOST, PG_PORT, find_pg_user
+from tests.pg import PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +59,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 @contextmanager
-def own_database() -> Iterator[tuple[str, Callable[[bool], None]]]:
+def own_database(server: PgServer) -> Iterator[tuple[str, Callable[[bool], None]]]:
     """A database of the test's own, and a switch that closes it to every connection
     (``ALLOW_CONNECTIONS false`` plus terminating its backends) and opens it again."""
-    user, why = find_pg_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL unavailable: {why}")
     name = f"tagger_fault_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(
-        host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, autocommit=True
-    )
+    admin = server.admin()
 
     def allow(open_: bool) -> None:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(open_).lower()}')
@@ -81,7 +75,7 @@ def own_database() -> Iterator[tuple[str, Callable[[bool], None]]]:
 
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}", allow
+        yield server.url(name), allow
     finally:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -89,10 +83,13 @@ def own_database() -> Iterator[tuple[str, Callable[[bool], None]]]:
 
 
 def test_a_20s_postgresql_outage_loses_nothing(
-    service_settings: Settings, moto_s3: object, start_worker: Callable[..., CeleryWorker]
+    service_settings: Settings,
+    moto_s3: object,
+    start_worker: Callable[..., CeleryWorker],
+    pg_server: PgServer,
 ) -> None:
     refs = upload(moto_s3, "pg-outage", 160)
-    with own_database() as (url, allow):
+    with own_database(pg_server) as (url, allow):
         settings = service_settings.model_copy(update={"store": StoreSettings(url=url)})
         workers = [start_worker(settings), start_worker(settings)]
         with TaggerClient(settings) as client:

@@ -7,16 +7,25 @@ store decides, in the same transaction on PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
-from tagger.store.tables import metadata
+from tagger.store.tables import is_declared, metadata
 
 connection = context.config.attributes["connection"]
+
+
+def include_name(name: str | None, type_: str, _parent: Any) -> bool:
+    return type_ != "table" or is_declared(name)
+
+
 context.configure(
     connection=connection,
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     transaction_per_migration=False,
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -1,8 +1,8 @@
 """Store fixtures: every store test runs on SQLite and on PostgreSQL.
 
-SQLite lives in the test's tmp_path. PostgreSQL runs in a fresh schema per test (selected
-through libpq's ``search_path`` option in the URL) that is dropped afterwards, so parallel test
-runs on one server never see each other's tables.
+SQLite lives in the test's tmp_path. PostgreSQL (the session's server, with pgvector) runs in a
+fresh schema per test (selected through libpq's ``search_path`` option in the URL) that is
+dropped afterwards, so tests never see each other's tables.
 """
 
 from __future__ import annotations
@@ -13,15 +13,7 @@ from pathlib import Path
 import pytest
 
 from tagger.store import SqlTagStore
-from tests.pg import PG_DATABASE, PG_HOST, PG_PORT, find_pg_user, temporary_schema
-
-
-@pytest.fixture(scope="session")
-def pg_user() -> str:
-    user, why = find_pg_user()
-    if user is None:
-        pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}/{PG_DATABASE} ({why})")
-    return user
+from tests.pg import PgServer, temporary_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,8 +22,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'nested' / 'dir' / 'tags.db'}"
         return
-    user: str = request.getfixturevalue("pg_user")
-    with temporary_schema(user) as url:
+    server: PgServer = request.getfixturevalue("pg_server")
+    with temporary_schema(server) as url:
         yield url
 
 

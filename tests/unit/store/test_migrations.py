@@ -5,36 +5,39 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, insert, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert, inspect
 
 from tagger.schemas import AnalyzerRun, Status, Tag
-from tagger.store import SqlTagStore
+from tagger.store import SqlTagStore, make_engine
 from tagger.store.schema import current_revision, head_revision, migrate
-from tagger.store.tables import metadata
+from tagger.store.tables import is_declared, metadata
 from tests.unit.store import round1_schema
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def engine_for(url: str) -> Engine:
-    """A plain engine on the test database (its SQLite folder made first, as the store does)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url)
+    """An engine on the test database as the store opens it (sqlite-vec loaded)."""
+    return make_engine(url)
+
+
+def _declared(name: str | None, type_: str, _parent: object) -> bool:
+    return type_ != "table" or is_declared(name)
 
 
 def schema_differences(url: str) -> list[object]:
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
-            return list(compare_metadata(MigrationContext.configure(conn), metadata))
+            return list(
+                compare_metadata(
+                    MigrationContext.configure(conn, opts={"include_name": _declared}), metadata
+                )
+            )
     finally:
         engine.dispose()
 
@@ -149,7 +152,7 @@ def test_the_first_revision_is_the_round1_schema(store_url: str, revision: str) 
     with engine.begin() as conn:
         migrate(conn, revision)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn)
+        context = MigrationContext.configure(conn, opts={"include_name": _declared})
         differences = [
             d for d in compare_metadata(context, round1_schema.metadata) if d[0] != "remove_table"
         ]

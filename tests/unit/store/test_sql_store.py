@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tagger.config import Settings, StoreSettings
 from tagger.schemas import AnalyzerRun, ClassScore, JobCounts, Safety, Status, Tag, TagResult
-from tagger.store import PhotoState, SqlTagStore, TagStore
+from tagger.store import PhotoState, SearchFilters, SqlTagStore, TagStore
 from tagger.store import sql as sql_module
 
 MODEL = "v1-abc123"
@@ -443,7 +443,7 @@ def test_similar_ranks_by_signature_and_keeps_it_through_a_round_trip(
     hits = store.similar("s3://p/query.jpg", k=3)
     assert [h.ref for h in hits] == ["s3://p/risky.jpg", "s3://p/near.jpg", "s3://p/middle.jpg"]
     assert hits[0].score > hits[1].score > hits[2].score and hits[0].tags == ["thing"]
-    safe = store.similar("s3://p/query.jpg", k=3, max_nsfw=0.5)
+    safe = store.similar("s3://p/query.jpg", k=3, filters=SearchFilters(max_nsfw=0.5))
     assert [h.ref for h in safe] == ["s3://p/near.jpg", "s3://p/middle.jpg", "s3://p/far.jpg"]
     with pytest.raises(ValueError, match="no signature"):
         store.similar("s3://p/bad.jpg")
