@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from tagger.bench import run_backfill_bench, run_bench
+from tagger.bench_search import run_search_bench
 from tagger.config import Settings
 from tagger.devservers import DevServerError
 
@@ -61,6 +62,51 @@ def bench_backfill(
         typer.echo(report.model_dump_json(indent=2))
 
 
+def bench_search(
+    photos_dir: Annotated[
+        Path,
+        typer.Argument(help="real photos to tag and mix, e.g. ../shared/data/imagenet-dev"),
+    ],
+    photos: Annotated[int, typer.Option("--photos", min=1, help="library size")] = 100_000,
+    backend: Annotated[
+        list[str] | None, typer.Option(help="sqlite and/or postgresql (default: both)")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=10, help="similar and text queries each")] = 200,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Vector index and text search at scale: load rate, index size, similar and text-query
+    latency (p50/p95), recall@10 against exact search, on sqlite-vec and pgvector."""
+    err = Console(stderr=True)
+    chosen = backend or ["sqlite", "postgresql"]
+    unknown = set(chosen) - {"sqlite", "postgresql"}
+    if unknown:
+        raise typer.BadParameter(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    try:
+        report = run_search_bench(Settings(), photos_dir, photos, chosen, queries, err.print)
+    except DevServerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(
+        f"{report.real_photos} real photos, signatures of {report.dims} components, "
+        f"{report.queries} queries each"
+    )
+    typer.echo(
+        f"{'backend':11s} {'photos':>8s} {'load/s':>8s} {'index MB':>9s} {'db MB':>8s} "
+        f"{'similar p50/p95 ms':>19s} {'recall@10':>9s} {'text p50/p95 ms':>16s} {'hits':>5s}"
+    )
+    for f in report.backends:
+        typer.echo(
+            f"{f.backend:11s} {f.photos:8d} {f.load_per_s:8.0f} {f.index_mb:9.1f} "
+            f"{f.database_mb:8.0f} {f.similar_p50_ms:9.1f} / {f.similar_p95_ms:6.1f} "
+            f"{f.recall_at_10:9.3f} {f.text_p50_ms:7.1f} / {f.text_p95_ms:6.1f} "
+            f"{f.text_hits_median:5.0f}"
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
     app.command("bench-backfill")(bench_backfill)
+    app.command("bench-search")(bench_search)

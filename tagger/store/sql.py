@@ -516,7 +516,10 @@ class SqlTagStore:
             rows = conn.execute(
                 select(photos.c.ref, photos.c.signature).where(
                     photos.c.ref.in_(chunk),
-                    photos.c.status == Status.TAGGED.value,
+                    # Without statistics SQLite prefers the status index (nearly every photo
+                    # is "tagged") to the primary key: 140 ms instead of 2 for 200 refs of
+                    # 100 000. An expression on the column keeps any index off it.
+                    photos.c.status.concat("") == Status.TAGGED.value,
                     photos.c.signature.is_not(None),
                     *_conditions(filters),
                 )
