@@ -53,6 +53,7 @@ from tagger.data.make_vocabulary import (
     load_rules,
     parse_data_noun,
     read_classes,
+    write_or_check,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -537,14 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RulesError, OSError) as exc:
         print(f"make_query_words: {exc}", file=sys.stderr)
         return 2
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is stale: re-run make_query_words.py", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    return 0
+    return write_or_check(args.output, text, check=args.check, tool="make_query_words.py")
 
 
 if __name__ == "__main__":

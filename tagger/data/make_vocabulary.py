@@ -297,13 +297,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RulesError, OSError) as exc:
         print(f"make_vocabulary: {exc}", file=sys.stderr)
         return 2
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    return write_or_check(args.output, text, check=args.check, tool="make_vocabulary.py")
+
+
+def write_or_check(output: Path, text: str, *, check: bool, tool: str) -> int:
+    """Write a generated file, or with ``check`` only say (exit status 1) that it is stale."""
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != text:
-            print(f"{args.output} is stale: re-run make_vocabulary.py", file=sys.stderr)
+            print(f"{output} is stale: re-run {tool}", file=sys.stderr)
             return 1
         return 0
-    args.output.write_text(text, encoding="utf-8")
+    output.write_text(text, encoding="utf-8")
     return 0
 
 
