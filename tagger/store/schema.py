@@ -20,8 +20,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, func, inspect, select
 
+from tagger.store.vectors import SCHEMA_LOCK_KEY
+
 ROUND1_REVISION = "0001"
-SCHEMA_LOCK_KEY = 0x7461_6767  # "tagg": shared by every tagger process on the server
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -34,6 +34,9 @@ from sqlalchemy import Connection, text
 
 FloatArray = npt.NDArray[np.float32]
 
+SCHEMA_LOCK_KEY = 0x7461_6767
+"""The advisory lock key of :mod:`tagger.store.schema` (which imports this one)."""
+
 CODE_BITS = 1024
 """SimHash bits per photo: at 1024, 200 candidates hold the exact top 10 in 99.5 % of queries
 on signatures mixed from real photos (512 bits needed twice the candidates)."""
@@ -169,6 +172,9 @@ class PgVectorIndex:
     def ensure(self, conn: Connection, dims: int) -> None:
         if dims in self._ready:
             return
+        # Workers starting together on a new database would race to create it; the schema's
+        # advisory lock serialises them (the loser then finds it and does nothing).
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         conn.execute(
             text(
                 f"CREATE INDEX IF NOT EXISTS {self.index_name(dims)} ON {self.table} "

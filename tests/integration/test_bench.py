@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagger.bench import run_backfill_bench, run_bench
+from tagger.bench_search import run_search_bench
 from tagger.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -56,3 +57,28 @@ def test_bench_backfill_submits_what_is_not_tagged(
     )
     assert (report.objects, report.already_tagged, report.submitted) == (60, 15, 45)
     assert report.rate > 0
+
+
+def test_bench_search_measures_both_backends(
+    model_dir: Path, artifact: object, sample_photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in sample_photos.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    report = run_search_bench(
+        Settings(model_dir=model_dir, data_dir=tmp_path / "data"),
+        folder,
+        photos=600,
+        backends=["sqlite", "postgresql"],
+        queries=20,
+        say=lambda _: None,
+    )
+    assert report.real_photos == len(sample_photos) and report.dims > 1280
+    assert [f.backend for f in report.backends] == ["sqlite-vec", "pgvector"]
+    for figures in report.backends:
+        assert figures.photos == 600 and figures.load_per_s > 0 and figures.index_mb > 0
+        assert 0 < figures.similar_p50_ms <= figures.similar_p95_ms
+        # at this size the candidates cover most of the library: exact search is found
+        assert figures.recall_at_10 >= 0.95
+        assert figures.text_hits_median > 0
