@@ -14,13 +14,19 @@ from tagger.config import Settings
 pytestmark = pytest.mark.integration
 
 
-def test_bench_measures_every_layer(
-    model_dir: Path, artifact: object, sample_photos: dict[str, bytes], tmp_path: Path
-) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
+@pytest.fixture
+def folder(sample_photos: dict[str, bytes], tmp_path: Path) -> Path:
+    """The sample photos as files in a folder, as the benchmarks take them."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
     for name, data in sample_photos.items():
-        (folder / f"{name}.jpg").write_bytes(data)
+        (photos / f"{name}.jpg").write_bytes(data)
+    return photos
+
+
+def test_bench_measures_every_layer(
+    model_dir: Path, artifact: object, folder: Path, tmp_path: Path
+) -> None:
     lines: list[str] = []
     report = run_bench(
         Settings(model_dir=model_dir, data_dir=tmp_path / "data"),
@@ -60,12 +66,8 @@ def test_bench_backfill_submits_what_is_not_tagged(
 
 
 def test_bench_search_measures_both_backends(
-    model_dir: Path, artifact: object, sample_photos: dict[str, bytes], tmp_path: Path
+    model_dir: Path, artifact: object, folder: Path, sample_photos: dict[str, bytes], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name, data in sample_photos.items():
-        (folder / f"{name}.jpg").write_bytes(data)
     report = run_search_bench(
         Settings(model_dir=model_dir, data_dir=tmp_path / "data"),
         folder,
