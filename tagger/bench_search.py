@@ -41,9 +41,8 @@ _NOISE = 0.01
 mix then have cosine 0.84, as real photos sharing a friendly tag do (median over the ImageNet
 dev photos). The variation is a random combination of real photos' deviations from their mean,
 so it runs along directions real signatures vary in; isotropic noise of this size would spread
-every photo over all 1951 components, which no real library does (on it HNSW recall stalls
-near 0.85 at any ef_search, while the same-size structured variation is what real libraries
-have)."""
+every photo over all 1951 components, which no real library does (on such a library of 100 000,
+pgvector's HNSW recall@10 was 0.81 at ef_search 210, against 0.99 with this variation)."""
 
 
 class BackendFigures(BaseModel):
