@@ -30,6 +30,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Select,
     Table,
     create_engine,
     delete,
@@ -37,7 +38,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -411,26 +411,8 @@ class SqlTagStore:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         t = tag_index
-        per_tag = (
-            select(t.c.ref, t.c.tag, func.max(t.c.score).label("score"))
-            .where(t.c.tag.in_(names))
-            .group_by(t.c.ref, t.c.tag)
-            .subquery("per_tag")
-        )
-        total = func.sum(per_tag.c.score).label("score")
-        hits_stmt = (
-            select(per_tag.c.ref, total)
-            .select_from(per_tag.join(photos, photos.c.ref == per_tag.c.ref))
-            .where(
-                photos.c.status == Status.TAGGED.value,
-                *_conditions(filters.model_copy(update={"tags": (), "colours": ()})),
-            )
-            .group_by(per_tag.c.ref)
-            .having(func.count() == literal(len(names)))
-            .order_by(total.desc(), per_tag.c.ref)
-            .limit(limit)
-        )
         with self._transaction(write=False) as conn:
+            hits_stmt = self._ranked(conn, names, filters, limit)
             ranked = [(float(row.score), row.ref) for row in conn.execute(hits_stmt)]
             hits = self._hits(conn, ranked)
             matched = conn.execute(
@@ -445,6 +427,47 @@ class SqlTagStore:
                 Match(kind=kind, name=row.tag, score=round(float(row.score), 4))
             )
         return [hit.model_copy(update={"why": why.get(hit.ref, [])}) for hit in hits]
+
+    def _ranked(
+        self, conn: Connection, names: Sequence[str], filters: SearchFilters, limit: int
+    ) -> Select[tuple[str, float]]:
+        """The statement ranking photos that have every one of ``names``.
+
+        It starts from the rarest name's rows (the index on (tag, ref, score) covers them)
+        and looks each of the other names up by photo, so the cost follows the rarest tag,
+        not the most common one: "dog on a beach" reads the beach photos once each.
+        """
+        t = tag_index
+        counts: dict[str, int] = dict(
+            conn.execute(
+                select(t.c.tag, func.count()).where(t.c.tag.in_(names)).group_by(t.c.tag)
+            ).all()
+        )
+        rarest = min(names, key=lambda name: counts.get(name, 0))
+        driver = (
+            select(t.c.ref, func.max(t.c.score).label("score"))
+            .where(t.c.tag == rarest)
+            .group_by(t.c.ref)
+            .subquery("driver")
+        )
+        total: ColumnElement[float] = driver.c.score
+        for name in names:
+            if name != rarest:
+                other = t.alias()
+                total = total + (
+                    select(func.max(other.c.score))
+                    .where(other.c.ref == driver.c.ref, other.c.tag == name)
+                    .scalar_subquery()
+                )
+        others = SearchFilters(tags=tuple(n for n in names if n != rarest))
+        conditions = filters.model_copy(update={"tags": others.tags, "colours": ()})
+        return (
+            select(driver.c.ref, total.label("score"))
+            .select_from(driver.join(photos, photos.c.ref == driver.c.ref))
+            .where(photos.c.status == Status.TAGGED.value, *_conditions(conditions))
+            .order_by(total.desc(), driver.c.ref)
+            .limit(limit)
+        )
 
     def _hits(self, conn: Connection, ranked: Sequence[tuple[float, str]]) -> list[SearchHit]:
         """Hits in the given order, each with its display tags: friendly tags best first, then
