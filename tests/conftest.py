@@ -70,6 +70,15 @@ def sample_photos() -> dict[str, bytes]:
     return {name: jpeg_bytes(np.asarray(getattr(data, name)())) for name in names}
 
 
+@pytest.fixture(scope="session")
+def photos_with_mirrored_cat(sample_photos: dict[str, bytes]) -> dict[str, bytes]:
+    """The sample photos and the cat mirrored: the photo "more like this" must find first."""
+    chelsea = Image.open(io.BytesIO(sample_photos["chelsea"]))
+    mirrored = io.BytesIO()
+    chelsea.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
+    return {**sample_photos, "mirrored-cat": mirrored.getvalue()}
+
+
 @pytest.fixture
 def write_photos(tmp_path: Path) -> Callable[[dict[str, bytes]], dict[str, Path]]:
     def write(photos: dict[str, bytes]) -> dict[str, Path]:

@@ -3,10 +3,8 @@ into PostgreSQL, writing their signatures to pgvector, and the client reads them
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
-from PIL import Image
 from sqlalchemy import text
 
 from tagger.client import TaggerClient
@@ -19,14 +17,11 @@ def test_workers_fill_pgvector_and_the_client_searches_it(
     service_settings: Settings,
     moto_s3: object,
     start_worker: Callable[..., CeleryWorker],
-    sample_photos: dict[str, bytes],
+    photos_with_mirrored_cat: dict[str, bytes],
 ) -> None:
     s3 = moto_s3
     s3.create_bucket(Bucket="lib")  # type: ignore[attr-defined]
-    mirrored = io.BytesIO()
-    chelsea = Image.open(io.BytesIO(sample_photos["chelsea"]))
-    chelsea.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
-    photos = {**sample_photos, "mirrored-cat": mirrored.getvalue()}
+    photos = photos_with_mirrored_cat
     for name, data in photos.items():
         s3.put_object(Bucket="lib", Key=f"{name}.jpg", Body=data)  # type: ignore[attr-defined]
     refs = {name: f"s3://lib/{name}.jpg" for name in photos}

@@ -3,13 +3,11 @@ folder, on the embedded defaults (SQLite with sqlite-vec)."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from tagger.cli import app
@@ -20,15 +18,12 @@ from tagger.config import Settings
 def library(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-    sample_photos: dict[str, bytes],
+    photos_with_mirrored_cat: dict[str, bytes],
     write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
 ) -> dict[str, Path]:
     monkeypatch.setenv("TAGGER_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("TAGGER_MODEL_DIR", str(settings.model_dir))
-    mirrored = io.BytesIO()
-    chelsea = Image.open(io.BytesIO(sample_photos["chelsea"]))
-    chelsea.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
-    paths = write_photos({**sample_photos, "mirrored-cat": mirrored.getvalue()})
+    paths = write_photos(photos_with_mirrored_cat)
     tagged = CliRunner().invoke(app, ["tag", str(paths["chelsea"].parent)])
     assert tagged.exit_code == 0, tagged.output
     return paths

@@ -184,17 +184,10 @@ def test_new_analysers_run_alone_on_photos_an_older_set_tagged(
 
 def test_similar_finds_the_mirrored_cat_first(
     env: Settings,
-    sample_photos: dict[str, bytes],
+    photos_with_mirrored_cat: dict[str, bytes],
     write_photos: Callable[[dict[str, bytes]], dict[str, Path]],
 ) -> None:
-    import io
-
-    from PIL import Image
-
-    mirrored = io.BytesIO()
-    chelsea = Image.open(io.BytesIO(sample_photos["chelsea"]))
-    chelsea.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
-    paths = write_photos({**sample_photos, "mirrored-cat": mirrored.getvalue()})
+    paths = write_photos(photos_with_mirrored_cat)
     runner = CliRunner()
     assert runner.invoke(app, ["tag", str(paths["chelsea"].parent)]).exit_code == 0
     found = runner.invoke(app, ["similar", str(paths["chelsea"]), "--k", "3"])
