@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, pause: float
+) -> bool:
+    """Ask ``ready`` every ``pause`` seconds until it answers yes, the process exits (no), or
+    ``timeout`` passes (no)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if ready():
+            return True
+        time.sleep(pause)
+    return False
+
+
+def _end(process: subprocess.Popen[bytes] | None, sig: int, grace: float) -> None:
+    """Send ``sig`` to a process we started; SIGKILL it if it is still there after ``grace``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -99,18 +127,14 @@ class MotoServer:
 
     def _wait_ready(self, timeout: float) -> bool:
         assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2) as reply:
-                    if reply.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        return False
+        return _wait_ready(self._process, self._answers, timeout, pause=0.1)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections hang as in an outage, state is kept."""
@@ -123,14 +147,7 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _end(process, signal.SIGTERM, grace=10)
 
 
 class RedisServer:
@@ -194,13 +211,7 @@ class RedisServer:
         self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        _end(self.process, signal.SIGTERM, grace=10)
         self.process = None
 
 
@@ -383,29 +394,21 @@ class PgVectorServer:
         return "pgserver"
 
     def _wait_ready(self, timeout: float) -> bool:
+        assert self._process is not None
+        return _wait_ready(self._process, self._answers, timeout, pause=0.2)
+
+    def _answers(self) -> bool:
         import psycopg
 
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                with psycopg.connect(
-                    host="127.0.0.1", port=self.port, user=self.user, dbname=self.database
-                ):
-                    return True
-            except psycopg.OperationalError:
-                time.sleep(0.2)
-        return False
+        try:
+            with psycopg.connect(
+                host="127.0.0.1", port=self.port, user=self.user, dbname=self.database
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)  # "fast shutdown": rolls back sessions, then exits
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        # SIGINT is PostgreSQL's "fast shutdown": it rolls back sessions, then exits.
+        _end(process, signal.SIGINT, grace=30)
