@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
+from sqlalchemy import text
 
 from tagger.config import Settings
 from tagger.devservers import PgVectorServer
@@ -31,7 +32,7 @@ from tagger.localfiles import find_photos
 from tagger.pipeline import Pipeline
 from tagger.schemas import Status, TagResult
 from tagger.search import Searcher
-from tagger.store import SqlTagStore
+from tagger.store import SqlTagStore, make_engine
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -178,7 +179,7 @@ def measure_backend(
             found = searcher.text(query, limit=50)
             text_latencies.append(time.perf_counter() - t0)
             sizes.append(len(found.hits))
-        size_mb = _database_mb(store, url)
+        size_mb = _database_mb(url)
     return BackendFigures(
         backend=stats.backend,
         photos=len(library),
@@ -194,14 +195,10 @@ def measure_backend(
     )
 
 
-def _database_mb(store: SqlTagStore, url: str) -> float:
+def _database_mb(url: str) -> float:
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
-    from sqlalchemy import text
-
-    from tagger.store import make_engine
-
     engine = make_engine(url)
     with engine.connect() as conn:
         size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()

@@ -416,7 +416,7 @@ class SqlTagStore:
         tag and colour it has.
         """
         filters = filters or SearchFilters()
-        colours = set(SearchFilters(colours=filters.colours).required())
+        colours = {normalise_tag(name) for name in filters.colours}
         names = list(
             dict.fromkeys([*(n for n in map(normalise_tag, tags) if n), *filters.required()])
         )
