@@ -386,6 +386,9 @@ class PgVectorServer:
         from pgserver import utils
 
         utils.ensure_user_exists("pgserver")
+        # As pgserver does: that user must be able to reach the binaries (inside the venv,
+        # which may sit in a private folder such as mktemp's) and the data folder.
+        utils.ensure_prefix_permissions(binaries)
         utils.ensure_prefix_permissions(self._workdir)
         utils.ensure_folder_permissions(binaries, 0o055)
         utils.ensure_folder_permissions(binaries.parent / "lib", 0o044)
