@@ -275,7 +275,9 @@ class SafetySettings(BaseModel):
         return math.nextafter(self.threshold, 0.0)
 
 
-DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety")
+DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety", "labels")
+"""``labels`` runs only while a label set is active (``TAGGER_LABELSETS`` or ``tagger labels
+activate``), so it costs nothing until someone trains one."""
 
 
 def _analyzer_names(value: object) -> object:
@@ -286,6 +288,35 @@ def _analyzer_names(value: object) -> object:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+class TrainSettings(BaseModel):
+    """How ``tagger train`` turns labelled photos into a label set."""
+
+    validation_split: float = Field(
+        default=0.2,
+        gt=0,
+        lt=0.5,
+        description="share of each label held out for early stopping "
+        "and for calibrating thresholds",
+    )
+    seed: int = Field(default=0, description="the same data and seed give the same label set")
+    min_photos: int = Field(default=5, ge=2, description="fewest photos a label may have")
+    precision_target: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="each label's threshold is the lowest score at "
+        "which it reaches this precision on the validation split",
+    )
+    max_epochs: int = Field(default=300, ge=1)
+    patience: int = Field(default=15, ge=1, description="epochs without a better validation loss")
+    fine_tune_min_photos: int = Field(
+        default=100,
+        ge=1,
+        description="fewest photos per label --fine-tune accepts; below it "
+        "the frozen head does as well",
+    )
 
 
 class Settings(BaseSettings):
@@ -320,11 +351,31 @@ class Settings(BaseSettings):
     colours: ColourSettings = Field(default_factory=ColourSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     listener_token: SecretStr | None = None
+    labelsets: Annotated[list[str] | None, NoDecode, BeforeValidator(_analyzer_names)] = Field(
+        default=None,
+        description="label sets to apply, TAGGER_LABELSETS=cars@<version>,shoes (a bare name "
+        "is its newest local version); unset: those `tagger labels activate` chose; '' none",
+    )
+    labelsets_dir: Path | None = Field(
+        default=None, description="where label sets live; default <model_dir>/labelsets"
+    )
+    labelsets_uri: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix label sets are pushed to and pulled from, so every worker "
+        "applies the same version",
+    )
+    feature_cache_dir: Path = Field(
+        default_factory=lambda: _user_dir("cache") / "features",
+        description="embeddings of training photos by backbone version and content hash, so a "
+        "re-train does not recompute them",
+    )
+    train: TrainSettings = Field(default_factory=TrainSettings)
 
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
         self.model_dir = self.model_dir.expanduser()
+        self.feature_cache_dir = self.feature_cache_dir.expanduser()
         return self
 
     @model_validator(mode="after")
@@ -342,6 +393,10 @@ class Settings(BaseSettings):
             raise ValueError(f"analyzers named twice: {', '.join(duplicates)}")
         self.analyzers = names
         return self
+
+    @property
+    def labelsets_root(self) -> Path:
+        return (self.labelsets_dir or self.model_dir / "labelsets").expanduser()
 
     @property
     def store_url(self) -> str:

@@ -13,6 +13,7 @@ from PIL import Image
 from tagger.analyzers.registry import create_analyzers
 from tagger.config import Settings
 from tagger.devservers import PgVectorServer
+from tagger.model.labelset import LabelSet, load_labelset
 from tagger.model.registry import ModelArtifact, artifact_dir, ensure_artifact
 from tests.pg import PgServer
 
@@ -52,7 +53,12 @@ def artifact(model_dir: Path) -> ModelArtifact:
 @pytest.fixture
 def settings(tmp_path: Path, model_dir: Path, artifact: ModelArtifact) -> Settings:
     """Embedded defaults in a private folder, with the session's model."""
-    return Settings(data_dir=tmp_path / "data", model_dir=model_dir)
+    return Settings(
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        labelsets_dir=tmp_path / "labelsets",
+        feature_cache_dir=tmp_path / "features",
+    )
 
 
 def jpeg_bytes(pixels: np.ndarray, quality: int = 92) -> bytes:
@@ -92,3 +98,36 @@ def write_photos(tmp_path: Path) -> Callable[[dict[str, bytes]], dict[str, Path]
         return paths
 
     return write
+
+
+@pytest.fixture(scope="session")
+def logo_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Labelled folders for `tagger train` (branded/ and plain/), from skimage photos: 24
+    per label to train on and 20 per label held out."""
+    from tests.photosets import write_logo_photos
+
+    root = tmp_path_factory.mktemp("logo")
+    write_logo_photos(root / "train", 24, seed=0)
+    write_logo_photos(root / "test", 20, seed=1)
+    return {"train": root / "train", "test": root / "test"}
+
+
+@pytest.fixture(scope="session")
+def brand_labelset(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    artifact: ModelArtifact,
+    logo_photos: dict[str, Path],
+) -> LabelSet:
+    """A label set trained once for the session ("brand": branded or plain), in its own
+    label sets folder so activating it never touches another test's analysers."""
+    pytest.importorskip("tensorflow")
+    from tagger.training.train import TrainOptions, train_labelset
+
+    settings = Settings(
+        model_dir=model_dir,
+        labelsets_dir=tmp_path_factory.mktemp("labelsets"),
+        feature_cache_dir=tmp_path_factory.mktemp("features"),
+    )
+    report = train_labelset(settings, logo_photos["train"], TrainOptions(name="brand"))
+    return load_labelset(report.path)

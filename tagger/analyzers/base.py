@@ -38,7 +38,9 @@ class Analyzer(Protocol):
     @property
     def min_side(self) -> int:
         """The shorter side, in pixels, of the decoded picture this analyser needs: the photo
-        is decoded once at the largest of these over the analysers that run."""
+        is decoded once at the largest of these over the analysers that run. 0 means it reads
+        no pixels (a label set's head reads the classifier's embedding), so re-running it alone
+        needs neither a fetch nor a decode."""
         ...
 
     @property

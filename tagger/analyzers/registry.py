@@ -15,6 +15,7 @@ from types import MappingProxyType
 from tagger.analyzers.base import Analyzer
 from tagger.analyzers.classify import ClassifyAnalyzer
 from tagger.analyzers.colours import ColoursAnalyzer
+from tagger.analyzers.labels import LabelsAnalyzer
 from tagger.analyzers.objects import ObjectsAnalyzer
 from tagger.analyzers.safety import SafetyAnalyzer
 from tagger.analyzers.text import TextAnalyzer
@@ -32,6 +33,9 @@ class AnalyzerEntry:
     build: Callable[[Settings], str] | None = None
     """Build (or rebuild) the analyser's model artifact from its registry package and return
     its version; ``None`` for an analyser without a model."""
+    active: Callable[[Settings], bool] | None = None
+    """Whether an enabled analyser has anything to do (``labels`` without an active label set
+    has not); ``None`` for always."""
 
 
 ANALYZERS: Mapping[str, AnalyzerEntry] = MappingProxyType(
@@ -49,19 +53,31 @@ ANALYZERS: Mapping[str, AnalyzerEntry] = MappingProxyType(
         "text": AnalyzerEntry(
             TextAnalyzer.create, TextAnalyzer.installed_version, TextAnalyzer.build
         ),
+        "labels": AnalyzerEntry(
+            LabelsAnalyzer.create, LabelsAnalyzer.installed_version, active=LabelsAnalyzer.is_active
+        ),
     }
 )
 
 
 def enabled_names(settings: Settings) -> list[str]:
-    """The configured analysers in run order; an unknown name is a configuration error."""
+    """The configured analysers that have work, in run order; an unknown name is a
+    configuration error, and so is an analyser without one it reads (a label set needs the
+    classifier's embedding)."""
     unknown = [name for name in settings.analyzers if name not in ANALYZERS]
     if unknown:
         raise ConfigError(
             f"unknown analyser {', '.join(map(repr, unknown))} in TAGGER_ANALYZERS; "
             f"known: {', '.join(ANALYZERS)}"
         )
-    return [name for name in ANALYZERS if name in settings.analyzers]
+    names = [
+        name
+        for name, entry in ANALYZERS.items()
+        if name in settings.analyzers and (entry.active is None or entry.active(settings))
+    ]
+    if "labels" in names and "classify" not in names:
+        raise ConfigError("label sets read the classify analyser's embedding; enable classify")
+    return names
 
 
 def create_analyzers(settings: Settings) -> list[Analyzer]:

@@ -1,0 +1,1 @@
+"""Custom labels by transfer learning: ``tagger train`` (TensorFlow; the ``build`` extra)."""
