@@ -132,7 +132,7 @@ class LabelsAnalyzer:
 
     @staticmethod
     def installed_version(settings: Settings) -> str:
-        return labels_version(resolve_labelsets(settings, pull=False))
+        return labels_version(resolve_labelsets(settings))
 
     @staticmethod
     def is_active(settings: Settings) -> bool:

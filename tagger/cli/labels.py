@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from tagger.analyzers.labels import active_specs
 from tagger.config import Settings
-from tagger.errors import ConfigError, ModelError
+from tagger.errors import ConfigError, TaggerError
 from tagger.model.labelset import (
     LabelSet,
     LabelSetSpec,
@@ -44,8 +46,20 @@ def register(root: typer.Typer) -> None:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """What the user can fix (their photos, a name, a missing setting or label set) as one
+    line and exit 1; the same wording `tagger` prints for any typed failure."""
+    try:
+        yield
+    except DatasetError as exc:
+        _fail(str(exc))
+    except TaggerError as exc:
+        _fail(exc.reason)
 
 
 def _require_tensorflow() -> None:
@@ -84,18 +98,14 @@ def train(
     _require_tensorflow()
     settings = Settings()
     err = Console(stderr=True)
-    try:
-        with _bar(err) as bar:
-            task = bar.add_task("embedding photos", total=None)
-            report: TrainReport = train_labelset(
-                settings,
-                source,
-                TrainOptions(name=name, multi=multi, fine_tune=fine_tune),
-                progress=lambda done: bar.advance(task, done),
-            )
-    except (DatasetError, ConfigError) as exc:
-        _fail(str(exc) if isinstance(exc, DatasetError) else exc.reason)
-        return
+    with _user_errors(), _bar(err) as bar:
+        task = bar.add_task("embedding photos", total=None)
+        report: TrainReport = train_labelset(
+            settings,
+            source,
+            TrainOptions(name=name, multi=multi, fine_tune=fine_tune),
+            progress=lambda done: bar.advance(task, done),
+        )
     if activate:
         _set_active(settings, LabelSetSpec.parse(report.labelset), on=True)
     if as_json:
@@ -155,8 +165,9 @@ def _confusion_table(metrics: Metrics, labels: list[str]) -> Table:
 
 
 def _found(settings: Settings, text: str) -> LabelSet:
-    spec = LabelSetSpec.parse(text)
-    labelset = find_local(settings.labelsets_root, spec)
+    with _user_errors():
+        spec = LabelSetSpec.parse(text)
+        labelset = find_local(settings.labelsets_root, spec)
     if labelset is None:
         _fail(f"no label set {spec} in {settings.labelsets_root}; see `tagger labels list`")
     assert labelset is not None
@@ -226,15 +237,11 @@ def eval_set(
     settings = Settings()
     found = _found(settings, labelset)
     err = Console(stderr=True)
-    try:
-        with _bar(err) as bar:
-            task = bar.add_task("embedding photos", total=None)
-            report = evaluate_labelset(
-                settings, found, source, progress=lambda done: bar.advance(task, done)
-            )
-    except DatasetError as exc:
-        _fail(str(exc))
-        return
+    with _user_errors(), _bar(err) as bar:
+        task = bar.add_task("embedding photos", total=None)
+        report = evaluate_labelset(
+            settings, found, source, progress=lambda done: bar.advance(task, done)
+        )
     if as_json:
         payload = {
             "labelset": report.labelset,
@@ -284,7 +291,8 @@ def activate(labelset: Annotated[str, typer.Argument(help="name or name@version"
 def deactivate(name: Annotated[str, typer.Argument(help="the label set's name")]) -> None:
     """Stop applying a label set (tags it already gave stay until photos are re-tagged)."""
     settings = Settings()
-    spec = LabelSetSpec.parse(name)
+    with _user_errors():
+        spec = LabelSetSpec.parse(name)
     if spec.name not in {s.name for s in read_active(settings.labelsets_root)}:
         _fail(f"{spec.name} is not active")
     _set_active(settings, spec, on=False)
@@ -308,7 +316,8 @@ def push(
     """Upload a label set version so workers can pull it (TAGGER_LABELSETS=name@version)."""
     settings = Settings()
     found = _found(settings, labelset)
-    where = _remote(settings, to).push(found)
+    with _user_errors():
+        where = _remote(settings, to).push(found)
     typer.echo(f"pushed {found.spec} to {where}")
     typer.echo(f"workers apply it with TAGGER_LABELSETS={found.spec}")
 
@@ -320,10 +329,7 @@ def pull(
 ) -> None:
     """Download a label set version into the model folder and verify it."""
     settings = Settings()
-    spec = LabelSetSpec.parse(labelset)
-    try:
+    with _user_errors():
+        spec = LabelSetSpec.parse(labelset)
         found = _remote(settings, source).pull(spec, settings.labelsets_root)
-    except ModelError as exc:
-        _fail(exc.reason)
-        return
     typer.echo(f"pulled {found.spec} into {found.path}")

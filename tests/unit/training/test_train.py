@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from tagger.config import Settings  # noqa: E402
-from tagger.model.labelset import LabelSet, load_labelset  # noqa: E402
-from tagger.model.runtime import open_session  # noqa: E402
-from tagger.training.dataset import DatasetError  # noqa: E402
-from tagger.training.train import TrainOptions, evaluate_labelset, train_labelset  # noqa: E402
+from tagger.config import Settings
+from tagger.model.labelset import LabelSet, load_labelset
+from tagger.model.runtime import open_session
+from tagger.training.dataset import DatasetError
+from tagger.training.train import TrainOptions, evaluate_labelset, train_labelset
 
 
 def test_the_label_set_tells_held_out_photos_apart(
