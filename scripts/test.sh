@@ -4,10 +4,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-# System packages: redis-server for the integration tests, WordNet for the vocabulary check.
+# System packages: redis-server for the integration tests, WordNet for the vocabulary check,
+# Fashion-MNIST (MIT) for the custom-labels tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
