@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from tagger.bench import run_backfill_bench, run_bench
+from tagger.bench_retag import run_retag_bench
 from tagger.bench_search import run_search_bench
 from tagger.config import Settings
 from tagger.devservers import DevServerError
@@ -106,7 +107,35 @@ def bench_search(
         )
 
 
+def bench_retag(
+    photos_dir: Annotated[
+        Path, typer.Argument(help="photos to build the library from", exists=True)
+    ],
+    labelset: Annotated[str, typer.Option(help="the label set to apply: name or name@version")],
+    photos: Annotated[int, typer.Option("--photos", min=1, help="library size")] = 2000,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A new label set applied to stored photos from their embeddings, against tagging them:
+    photos/s of each, and how many decodes the re-tag needed (none)."""
+    err = Console(stderr=True)
+    report = run_retag_bench(Settings(), photos_dir, photos, labelset, err.print)
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(f"{report.photos} photos, label set {report.labelset}")
+    typer.echo(
+        f"tag (fetch, decode, backbone, store):   {report.full_per_s:8.1f} photos/s "
+        f"({report.full_seconds:.1f} s)"
+    )
+    typer.echo(
+        f"apply the label set (stored embedding):  {report.retag_per_s:8.1f} photos/s "
+        f"({report.retag_seconds:.1f} s), {report.decodes_during_retag} decodes, "
+        f"{report.speedup:.1f} x faster"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
     app.command("bench-backfill")(bench_backfill)
     app.command("bench-search")(bench_search)
+    app.command("bench-retag")(bench_retag)
