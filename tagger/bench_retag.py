@@ -41,7 +41,7 @@ class RetagReport(BaseModel):
 
 def _library(folder: Path, photos: int, into: Path) -> list[str]:
     """``photos`` names for the given photos (hard links, or copies across file systems)."""
-    sources = find_photos([folder])
+    sources = list(find_photos([folder]))
     if not sources:
         raise ValueError(f"no photos in {folder}")
     into.mkdir(parents=True, exist_ok=True)

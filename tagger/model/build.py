@@ -196,12 +196,27 @@ def keras_model_for(arch: Arch) -> Any:
 
 def export_onnx(model: Any, image_size: int, destination: Path) -> None:
     """Export with a dynamic batch axis; outputs named ``probabilities`` and ``embedding``."""
+    export_keras(
+        model, (image_size, image_size, 3), "input", ["probabilities", "embedding"], destination
+    )
+
+
+def export_keras(
+    model: Any,
+    input_shape: tuple[int, ...],
+    input_name: str,
+    output_names: list[str],
+    destination: Path,
+) -> None:
+    """Any Keras model to ONNX with a dynamic batch axis and canonical names (so the same
+    weights always give the same bytes, hence the same version): the backbone, a label set's
+    head and a fine-tuned label set all go through here."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="input"),)
-    model.output_names = ["probabilities", "embedding"]
+    spec = (tf.TensorSpec((None, *input_shape), tf.float32, name=input_name),)
+    model.output_names = output_names
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "model.onnx"
         tf2onnx.convert.from_keras(

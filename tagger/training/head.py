@@ -24,7 +24,6 @@ deterministic ops make the same data give the same weights, and
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,17 +159,6 @@ def power_normalise_layer(name: str) -> Any:
 
 def export_head(model: Any, width: int, destination: Path) -> None:
     """ONNX with a dynamic batch axis, input ``embedding``, output ``scores``."""
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
+    from tagger.model.build import export_keras
 
-    from tagger.model.build import OPSET, canonicalise
-
-    spec = (tf.TensorSpec((None, width), tf.float32, name=INPUT_NAME),)
-    model.output_names = [OUTPUT_NAME]
-    with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp) / "head.onnx"
-        tf2onnx.convert.from_keras(
-            model, input_signature=spec, opset=OPSET, output_path=str(staging)
-        )
-        onnx.save(canonicalise(onnx.load(str(staging))), str(destination))
+    export_keras(model, (width,), INPUT_NAME, [OUTPUT_NAME], destination)

@@ -16,6 +16,7 @@ from tagger.errors import ConfigError
 from tagger.model.labelset import LabelSet, LabelSetSpec, write_active
 from tagger.pipeline import Pipeline, tag_and_store
 from tagger.schemas import Status, TagResult
+from tagger.search import Searcher
 from tagger.store import SqlTagStore
 
 
@@ -125,6 +126,10 @@ def test_a_new_label_set_reaches_stored_photos_without_a_decode(
         # the classifier's findings were kept, not recomputed or lost
         assert result.classes == {r.ref: r for r in first}[ref].classes
         assert result.signature is not None
+    # the custom tags are searchable like any tag, by text too
+    found_by_text = Searcher(store).text("branded", limit=20)
+    expected = {ref for ref, tags in zip(refs, found, strict=True) if tags == ["branded"]}
+    assert {hit.ref for hit in found_by_text.hits} == expected and found_by_text.unknown == []
     # and now everything is current: a third run skips every photo
     with Pipeline.from_settings(after, allow_local_paths=True) as pipeline:
         third = [r for batch in tag_and_store(pipeline, store, refs) for r in batch.results]
