@@ -122,7 +122,9 @@ def curve(
         report = json.loads(_tagger("labels", "eval", name, str(dest / "test"), "--json"))
         rows.append((size, report["accuracy"], seconds))
         typer.echo(f"{size:>5} per class  accuracy {report['accuracy']:.3f}  train {seconds:.0f} s")
-    typer.echo("per class | held-out accuracy | train seconds (embeddings already cached are reused)")
+    typer.echo(
+        "per class | held-out accuracy | train seconds (embeddings already cached are reused)"
+    )
     for size, accuracy, seconds in rows:
         typer.echo(f"{size:>9} | {accuracy:.3f} | {seconds:.0f}")
 

@@ -88,3 +88,35 @@ def _jpeg(seed: int) -> bytes:
 
     rng = np.random.default_rng(seed)
     return jpeg_bytes(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+def test_multi_label_from_a_csv_with_negatives(
+    settings: Settings, logo_photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """--multi: a sigmoid per label, photos with none of the labels as negatives."""
+    lines = ["ref,label"]
+    for label in ("branded", "plain"):
+        for path in sorted((logo_photos["train"] / label).iterdir()):
+            lines.append(f"{path},{'logo' if label == 'branded' else ''}")
+            if "coffee" in path.name or path.name.endswith(("0.jpg", "6.jpg")):
+                lines.append(f"{path},picked")
+    csv = tmp_path / "refs.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    report = train_labelset(settings, csv, TrainOptions(name="logo", multi=True))
+    labelset = load_labelset(report.path)
+    assert labelset.manifest.multi and labelset.manifest.labels == ["logo", "picked"]
+    assert report.metrics.micro_f1 is not None and report.metrics.accuracy is None
+    session = open_session(labelset.onnx_path)
+    scores = session.run(["scores"], {"embedding": np.ones((3, 1280), np.float32) / 1280**0.5})[0]
+    assert scores.shape == (3, 2) and not np.allclose(scores.sum(axis=1), 1.0)  # sigmoid
+    held_out = tmp_path / "held.csv"
+    held_out.write_text(
+        "\n".join(
+            f"{p},{'logo' if label == 'branded' else ''}"
+            for label in ("branded", "plain")
+            for p in sorted((logo_photos["test"] / label).iterdir())
+        )
+    )
+    evaluated = evaluate_labelset(settings, labelset, held_out)
+    assert evaluated.metrics.labels["logo"].support == 20
+    assert evaluated.metrics.labels["logo"].precision >= 0.8
