@@ -28,7 +28,12 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from tagger.analyzers.base import Analyzer
-from tagger.analyzers.registry import ANALYZERS, create_analyzers, installed_versions
+from tagger.analyzers.registry import (
+    ANALYZERS,
+    create_analyzers,
+    enabled_names,
+    installed_versions,
+)
 from tagger.client import TaggerClient
 from tagger.config import S3Settings, Settings, StoreSettings
 from tagger.devservers import CeleryWorker, MotoServer, RedisServer
@@ -371,7 +376,7 @@ def run_bench(
             )
         classify_only = settings.model_copy(update={"analyzers": ["classify"]})
         compute_rate = bench.compute_limit(settings)
-        say(f"2. compute limit ({', '.join(settings.analyzers)}) {compute_rate:8.1f} images/s")
+        say(f"2. compute limit ({', '.join(enabled_names(settings))}) {compute_rate:8.1f} images/s")
         classify_rate = bench.compute_limit(classify_only)
         say(f"2b. compute limit (classify only) {classify_rate:8.1f} images/s")
 
@@ -391,7 +396,7 @@ def run_bench(
 
         local_refs = [str(files / name) for name, _ in photos]
         local_classify: float | None = None
-        if settings.analyzers != ["classify"]:
+        if enabled_names(settings) != ["classify"]:
             worker = CeleryWorker(
                 classify_only, workdir / "worker-classify.log", concurrency=processes
             )
@@ -429,7 +434,7 @@ def run_bench(
             batch_size=settings.batch_size,
             worker_processes=processes,
             threads_per_process=threads,
-            analyzers=list(settings.analyzers),
+            analyzers=enabled_names(settings),
             analyzer_cost=costs,
             model_limit=model_rate,
             compute_limit=compute_rate,
