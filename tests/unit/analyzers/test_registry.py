@@ -19,8 +19,11 @@ from tagger.config import DEFAULT_ANALYZERS, Settings
 from tagger.errors import ConfigError, ModelError
 
 
-def test_the_default_set_is_classify_objects_colours_safety() -> None:
-    assert Settings().analyzers == ["classify", "objects", "colours", "safety"]
+def test_the_default_set_is_classify_objects_colours_safety(tmp_path: Path) -> None:
+    settings = Settings(labelsets_dir=tmp_path)
+    assert settings.analyzers == ["classify", "objects", "colours", "safety", "labels"]
+    # labels runs only while a label set is active
+    assert enabled_names(settings) == ["classify", "objects", "colours", "safety"]
     assert set(DEFAULT_ANALYZERS) <= set(ANALYZERS)
 
 
