@@ -339,6 +339,7 @@ class SqlTagStore:
         )
         refs = list(latest)
         with self._transaction(write=True) as conn:
+            indexed = self._indexed_signatures(conn, refs)
             conn.execute(upsert, photo_rows)
             for chunk in _chunks(refs):
                 conn.execute(delete(tag_index).where(tag_index.c.ref.in_(chunk)))
@@ -349,10 +350,32 @@ class SqlTagStore:
                 for r in latest.values()
                 if r.signature is not None and r.status is Status.TAGGED
             }
-            self._vectors.put(conn, vectors)
+            # a re-tag that kept the classifier (a new label set) keeps the signature: its
+            # index entry stays, and the index codes are not computed again
+            changed = {
+                ref: vector
+                for ref, vector in vectors.items()
+                if indexed.get(ref) != _packed(latest[ref].signature)
+            }
+            self._vectors.put(conn, changed)
             gone = [ref for ref in refs if ref not in vectors]
             if gone:
                 self._vectors.remove(conn, gone)
+
+    def _indexed_signatures(self, conn: Connection, refs: Sequence[str]) -> dict[str, bytes]:
+        """The stored signatures of the tagged photos among ``refs``: those the vector index
+        holds."""
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(refs):
+            rows = conn.execute(
+                select(photos.c.ref, photos.c.signature).where(
+                    photos.c.ref.in_(chunk),
+                    _looked_up_tagged(),
+                    photos.c.signature.is_not(None),
+                )
+            )
+            found.update((row.ref, bytes(row.signature)) for row in rows)
+        return found
 
     def get(self, ref: str) -> TagResult | None:
         return self.get_many([ref]).get(ref)

@@ -113,6 +113,22 @@ def test_the_index_follows_saves_and_failures(store: SqlTagStore) -> None:
     assert "s3://lib/twin.jpg" not in {h.ref for h in store.similar(results[1].ref, k=50)}
 
 
+def test_a_retag_with_the_same_signature_keeps_its_index_entry(store: SqlTagStore) -> None:
+    """A new label set re-saves photos whose signature did not change: the entry stays (it is
+    not re-computed), and a changed signature still moves it."""
+    results, _ = library(50, seed=3)
+    store.save(results)
+    relabelled = results[7].model_copy(
+        update={"tags": [*results[7].tags, Tag(name="suv", score=0.9, parents=["cars"])]}
+    )
+    store.save([relabelled])
+    assert store.index_stats().vectors == 50
+    assert results[7].ref in {h.ref for h in store.similar(results[8].ref, k=49)}
+    moved = results[7].model_copy(update={"signature": results[20].signature})
+    store.save([moved])
+    assert store.similar(results[20].ref, k=1)[0].ref == results[7].ref
+
+
 def test_existing_tags_names_what_photos_have(store: SqlTagStore) -> None:
     results, _ = library(60, seed=3)
     store.save(results)
