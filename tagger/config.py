@@ -280,8 +280,9 @@ DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety", "labels")
 activate``), so it costs nothing until someone trains one."""
 
 
-def _analyzer_names(value: object) -> object:
-    """``TAGGER_ANALYZERS=classify,colours`` as well as a JSON list or a Python list."""
+def _comma_list(value: object) -> object:
+    """``TAGGER_ANALYZERS=classify,colours`` (or ``TAGGER_LABELSETS``) as well as a JSON list
+    or a Python list."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -332,7 +333,7 @@ class Settings(BaseSettings):
         description="built model artifacts, one folder per architecture (TAGGER_MODEL_DIR)",
     )
     batch_size: int = Field(default=32, ge=1, description="photos per inference batch")
-    analyzers: Annotated[list[str], NoDecode, BeforeValidator(_analyzer_names)] = Field(
+    analyzers: Annotated[list[str], NoDecode, BeforeValidator(_comma_list)] = Field(
         default_factory=lambda: list(DEFAULT_ANALYZERS),
         min_length=1,
         description="enabled analysers, e.g. TAGGER_ANALYZERS=classify,objects,colours,safety; "
@@ -351,7 +352,7 @@ class Settings(BaseSettings):
     colours: ColourSettings = Field(default_factory=ColourSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     listener_token: SecretStr | None = None
-    labelsets: Annotated[list[str] | None, NoDecode, BeforeValidator(_analyzer_names)] = Field(
+    labelsets: Annotated[list[str] | None, NoDecode, BeforeValidator(_comma_list)] = Field(
         default=None,
         description="label sets to apply, TAGGER_LABELSETS=cars@<version>,shoes (a bare name "
         "is its newest local version); unset: those `tagger labels activate` chose; '' none",

@@ -185,15 +185,17 @@ class Pipeline:
                 etag = self.fetcher.head(ref)
                 if state.is_tagged_by(etag, self.versions):
                     return Loaded(ref_text, result=self._skipped(ref_text, state))
-                if etag is not None and (without := self._without_pixels(prior, etag)):
+                if etag is not None and (
+                    without := self._without_pixels(prior, etag, self._reusable(prior, etag))
+                ):
                     return without
             fetched = self.fetcher.fetch(ref)
             etag = fetched.etag or content_tag(fetched.data)
             if state is not None and state.is_tagged_by(etag, self.versions):
                 return Loaded(ref_text, result=self._skipped(ref_text, state))
-            if without := self._without_pixels(prior, etag):
-                return without
             reused = self._reusable(prior, etag)
+            if without := self._without_pixels(prior, etag, reused):
+                return without
             needed = [a for a in self.analyzers if a.name not in reused]
             side = max(a.min_side for a in needed)
             prepared, decoded = self.decoder.decode_into(
@@ -207,17 +209,19 @@ class Pipeline:
             log.exception("unexpected error loading a photo", extra={"ref": ref_text})
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
 
-    def _without_pixels(self, prior: TagResult | None, etag: str) -> Loaded | None:
+    def _without_pixels(
+        self, prior: TagResult | None, etag: str, reused: Mapping[str, Findings]
+    ) -> Loaded | None:
         """The photo ready for analysis from its stored result alone, when every analyser that
         must re-run reads no pixels (``min_side`` 0: a label set's head on the stored
         embedding). An S3 photo is then not even fetched (its ETag came from a HEAD), a file
-        not decoded; a new label set reaches a million stored photos at store speed."""
-        reused = self._reusable(prior, etag)
+        not decoded; a new label set reaches a million stored photos at store speed.
+        ``reused`` is what :meth:`_reusable` keeps of ``prior`` for this ETag."""
         needed = [a for a in self.analyzers if a.name not in reused]
         if prior is None or not reused or any(a.min_side > 0 for a in needed):
             return None
         prepared: dict[str, Any] = {a.name: None for a in needed}
-        return Loaded(prior.ref, prepared, reused, etag, prior.width, prior.height)
+        return Loaded(prior.ref, prepared, dict(reused), etag, prior.width, prior.height)
 
     def _reusable(self, prior: TagResult | None, etag: str) -> dict[str, Findings]:
         """The findings of ``prior`` that stay valid: same content, analyser at the enabled

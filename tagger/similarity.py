@@ -76,9 +76,7 @@ def _unit(vector: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
 
 
 def embedding_part(signature: npt.ArrayLike, embedding_size: int) -> FloatArray:
-    """The backbone embedding's direction, read back from a signature (it is the first
-    ``embedding_size`` components): what a label set's head reads, so a stored photo gets new
-    custom tags without being fetched or decoded again."""
-    part = np.asarray(signature, np.float32)[:embedding_size]
-    norm = float(np.linalg.norm(part))
-    return part / norm if norm > 0 else part
+    """The backbone embedding's part of a signature (its first ``embedding_size`` components,
+    scaled): its direction is what a label set's head reads, so a stored photo gets new custom
+    tags without being fetched or decoded again. Callers normalise it."""
+    return np.asarray(signature, np.float32)[:embedding_size]

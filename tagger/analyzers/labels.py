@@ -178,7 +178,7 @@ class LabelsAnalyzer:
         return vectors
 
     def warm_up(self) -> None:
-        blank = [np.zeros(self._embedding_size, np.float32)]
+        blank = unit_rows(np.ones((1, self._embedding_size), np.float32))
         for applied in self._applied:
             if applied.labelset.manifest.kind == "head":
-                applied.scores(unit_rows(np.stack(blank) + 1.0))
+                applied.scores(blank)

@@ -178,13 +178,13 @@ def _found(settings: Settings, text: str) -> LabelSet:
 def list_sets(as_json: JsonOption = False) -> None:
     """Every local label set version, and which are active."""
     settings = Settings()
-    active = {str(spec) for spec in active_specs(settings)}
-    found = all_labelsets(settings.labelsets_root)
+    root = settings.labelsets_root
+    # the versions the analyser would apply: a bare name is its newest, a prefix its match
+    with _user_errors():
+        active = {s.spec for spec in active_specs(settings) if (s := find_local(root, spec))}
+    found = all_labelsets(root)
     if as_json:
-        rows = [
-            {"labelset": s.spec, "active": s.spec in active or s.name in active, **_summary(s)}
-            for s in found
-        ]
+        rows = [{"labelset": s.spec, "active": s.spec in active, **_summary(s)} for s in found]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table()
@@ -194,7 +194,7 @@ def list_sets(as_json: JsonOption = False) -> None:
         summary = _summary(labelset)
         table.add_row(
             labelset.spec,
-            "yes" if labelset.spec in active or labelset.name in active else "",
+            "yes" if labelset.spec in active else "",
             str(summary["kind"]),
             str(summary["labels"]),
             str(summary["photos"]),

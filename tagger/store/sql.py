@@ -303,6 +303,7 @@ class SqlTagStore:
         if not latest:
             return
         now = datetime.now(UTC)
+        packed = {r.ref: _packed(r.signature) for r in latest.values()}
         photo_rows = [
             {
                 "ref": r.ref,
@@ -323,7 +324,7 @@ class SqlTagStore:
                 "colours": r.colours.model_dump(mode="json") if r.colours else None,
                 "nsfw": r.nsfw,
                 "text": r.text,
-                "signature": _packed(r.signature),
+                "signature": packed[r.ref],
             }
             for r in latest.values()
         ]
@@ -339,7 +340,7 @@ class SqlTagStore:
         )
         refs = list(latest)
         with self._transaction(write=True) as conn:
-            indexed = self._indexed_signatures(conn, refs)
+            indexed = self._signatures(conn, refs, SearchFilters())
             conn.execute(upsert, photo_rows)
             for chunk in _chunks(refs):
                 conn.execute(delete(tag_index).where(tag_index.c.ref.in_(chunk)))
@@ -353,29 +354,12 @@ class SqlTagStore:
             # a re-tag that kept the classifier (a new label set) keeps the signature: its
             # index entry stays, and the index codes are not computed again
             changed = {
-                ref: vector
-                for ref, vector in vectors.items()
-                if indexed.get(ref) != _packed(latest[ref].signature)
+                ref: vector for ref, vector in vectors.items() if indexed.get(ref) != packed[ref]
             }
             self._vectors.put(conn, changed)
             gone = [ref for ref in refs if ref not in vectors]
             if gone:
                 self._vectors.remove(conn, gone)
-
-    def _indexed_signatures(self, conn: Connection, refs: Sequence[str]) -> dict[str, bytes]:
-        """The stored signatures of the tagged photos among ``refs``: those the vector index
-        holds."""
-        found: dict[str, bytes] = {}
-        for chunk in _chunks(refs):
-            rows = conn.execute(
-                select(photos.c.ref, photos.c.signature).where(
-                    photos.c.ref.in_(chunk),
-                    _looked_up_tagged(),
-                    photos.c.signature.is_not(None),
-                )
-            )
-            found.update((row.ref, bytes(row.signature)) for row in rows)
-        return found
 
     def get(self, ref: str) -> TagResult | None:
         return self.get_many([ref]).get(ref)

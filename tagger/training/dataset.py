@@ -180,7 +180,17 @@ def check(dataset: Dataset, *, multi: bool, min_photos: int) -> None:
             raise DatasetError(
                 f"every photo has the label {always[0]!r}; --multi needs photos without it too"
             )
+    require_photos(counts, min_photos)
+
+
+def require_photos(
+    counts: dict[str, int], min_photos: int, what: str = "photos", why: str = ""
+) -> None:
+    """Every label must have ``min_photos``: before any photo is read, and again once the
+    unreadable ones and the copies are out (``what`` and ``why`` say which count it is)."""
     few = {label: n for label, n in counts.items() if n < min_photos}
     if few:
         listed = ", ".join(f"{label} ({n})" for label, n in sorted(few.items()))
-        raise DatasetError(f"too few photos for: {listed}; every label needs at least {min_photos}")
+        raise DatasetError(
+            f"too few {what} for: {listed}{why}; every label needs at least {min_photos}"
+        )

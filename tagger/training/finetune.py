@@ -63,13 +63,13 @@ import numpy.typing as npt
 
 from tagger.errors import ModelError
 from tagger.schemas import PreprocessSpec
+from tagger.training.head import OUTPUT_NAME, scores_layers
 
 FloatArray = npt.NDArray[np.float32]
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-OUTPUT_NAME = "scores"
 BATCH = 32
 HEAD_BATCH = 64
 LEARNING_RATE = 1e-4  # the unfrozen blocks and the head, after the warm start
@@ -79,8 +79,6 @@ WARM_PATIENCE = 10
 PATIENCE = 3
 VIEWS = 2  # the photo itself and one augmented copy
 CHUNK = 128  # photos augmented and run through the trunk at once (77 MB at 224 px)
-DROPOUT = 0.5  # on the embedding, as in :mod:`.head` when this was measured
-L2 = 1e-2  # on the head's weights
 CHECK_PHOTOS = 4
 TOLERANCE = 1e-4  # largest difference allowed between Keras and onnxruntime scores
 
@@ -151,7 +149,7 @@ def fine_tune(
     train_embeddings = np.stack([net.top.predict(view, verbose=0) for view in train_views])
     val_embeddings = net.top.predict(val_cut, verbose=0)
     flat = train_embeddings.reshape(-1, train_embeddings.shape[-1])
-    scores = _head(net.embedding, flat, train_targets.shape[1], multi)
+    scores = scores_layers(net.embedding, flat, train_targets.shape[1], multi)
     warm = keras.Model(net.embedding, scores, name="warm_head")
     warm.compile(keras.optimizers.Adam(WARM_LEARNING_RATE), loss=loss)
     warm_history = warm.fit(
@@ -267,23 +265,6 @@ def _unfreeze(model: Any, first_block: int) -> None:
             block.startswith("block") and int(block[len("block") :]) >= first_block
         )
         layer.trainable = upper and not isinstance(layer, keras.layers.BatchNormalization)
-
-
-def _head(embedding: Any, train_embeddings: FloatArray, labels: int, multi: bool) -> Any:
-    """The layers of :mod:`.head` (standardise, dropout, L2-regularised dense) on the
-    backbone's embedding tensor; returns the scores tensor."""
-    import keras
-
-    mean = train_embeddings.mean(axis=0)
-    variance = np.square(train_embeddings.std(axis=0) + 1e-6)
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(embedding)
-    x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
-    return keras.layers.Dense(
-        labels,
-        activation="sigmoid" if multi else "softmax",
-        kernel_regularizer=keras.regularizers.l2(L2),
-        name=OUTPUT_NAME,
-    )(x)
 
 
 def _stopper(patience: int) -> Any:

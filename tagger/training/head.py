@@ -123,20 +123,27 @@ def train_head(
 def _head(train_x: FloatArray, labels: int, multi: bool) -> Any:
     import keras
 
-    rooted = _power_normalised(train_x)
-    mean = rooted.mean(axis=0)
-    variance = np.square(rooted.std(axis=0) + 1e-6)
     inputs = keras.Input((train_x.shape[1],), name=INPUT_NAME)
     x = power_normalise_layer("power_normalise")(inputs)
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(x)
+    outputs = scores_layers(x, _power_normalised(train_x), labels, multi)
+    return keras.Model(inputs, outputs, name="labelset_head")
+
+
+def scores_layers(features: Any, train_features: FloatArray, labels: int, multi: bool) -> Any:
+    """Standardise (with the training photos' mean and spread), dropout and the
+    L2-regularised dense layer: the head on a feature tensor, here and in a fine-tuned set."""
+    import keras
+
+    mean = train_features.mean(axis=0)
+    variance = np.square(train_features.std(axis=0) + 1e-6)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(features)
     x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
-    outputs = keras.layers.Dense(
+    return keras.layers.Dense(
         labels,
         activation="sigmoid" if multi else "softmax",
         kernel_regularizer=keras.regularizers.l2(L2),
         name=OUTPUT_NAME,
     )(x)
-    return keras.Model(inputs, outputs, name="labelset_head")
 
 
 def _power_normalised(x: FloatArray) -> FloatArray:

@@ -37,7 +37,13 @@ from tagger.model.labelset import (
 )
 from tagger.model.registry import MANIFEST_FILE, MODEL_FILE, VERSION_CHARS, sha256_file
 from tagger.model.runtime import open_session
-from tagger.training.dataset import Dataset, DatasetError, Example, read_dataset
+from tagger.training.dataset import (
+    Dataset,
+    DatasetError,
+    Example,
+    read_dataset,
+    require_photos,
+)
 from tagger.training.features import Extracted, FeatureExtractor
 from tagger.training.head import INPUT_NAME, OUTPUT_NAME, train_head
 from tagger.training.metrics import calibrate, confusion_png, evaluate
@@ -112,7 +118,9 @@ def train_labelset(
     finally:
         extractor.close()
     examples, rows, duplicates = _folded(dataset.examples, extracted, options.multi)
-    _check_after_reading(dataset, examples, extracted, config.min_photos)
+    readable = Dataset(source=dataset.source, examples=examples, labels=dataset.labels)
+    unread = f"; {len(extracted.failures)} photos could not be read" if extracted.failures else ""
+    require_photos(readable.counts(), config.min_photos, "readable, distinct photos", unread)
     targets = _targets(examples, dataset.labels)
     vectors = extracted.matrix()[rows]
     train_rows, val_rows = _split(targets, options.multi, config.validation_split, config.seed)
@@ -291,25 +299,6 @@ def _folded(
             kept.append((digest, example, positions[0]))
     kept.sort(key=lambda item: item[0])
     return [item[1] for item in kept], [item[2] for item in kept], duplicates
-
-
-def _check_after_reading(
-    dataset: Dataset, examples: Sequence[Example], extracted: Extracted, min_photos: int
-) -> None:
-    counts = {label: 0 for label in dataset.labels}
-    for example in examples:
-        for label in example.labels:
-            counts[label] += 1
-    few = {label: n for label, n in counts.items() if n < min_photos}
-    if few:
-        listed = ", ".join(f"{label} ({n})" for label, n in sorted(few.items()))
-        unread = (
-            f"; {len(extracted.failures)} photos could not be read" if extracted.failures else ""
-        )
-        raise DatasetError(
-            f"too few readable, distinct photos for: {listed}{unread}; every label needs "
-            f"at least {min_photos}"
-        )
 
 
 def _targets(examples: Sequence[Example], labels: Sequence[str]) -> FloatArray:
