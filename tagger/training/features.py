@@ -31,11 +31,19 @@ from tagger.model.labelset import unit_rows
 from tagger.model.registry import ModelArtifact, ensure_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.schemas import PhotoRef
-from tagger.sources import Fetcher
+from tagger.sources import Fetcher, redact_url
 
 CHUNK = 256  # photos in flight at once: bounds the prepared tensors held (150 MB at 224 px)
 
 FloatArray = npt.NDArray[np.float32]
+
+
+def shown(ref: str) -> str:
+    """How a photo is named in a report: without a presigned query or credentials."""
+    try:
+        return PhotoRef.parse(ref).identity
+    except ValueError:
+        return redact_url(ref) if "://" in ref else ref
 
 
 @dataclass
@@ -107,7 +115,7 @@ class FeatureExtractor:
                 )
                 for item in loaded:
                     if item.failure is not None or item.digest is None or item.vector is None:
-                        out.failures.append((refs[item.index], item.failure or "not read"))
+                        out.failures.append((shown(refs[item.index]), item.failure or "not read"))
                         continue
                     out.rows.append(item.index)
                     out.hashes.append(item.digest)

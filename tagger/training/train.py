@@ -44,7 +44,7 @@ from tagger.training.dataset import (
     read_dataset,
     require_photos,
 )
-from tagger.training.features import Extracted, FeatureExtractor
+from tagger.training.features import Extracted, FeatureExtractor, shown
 from tagger.training.head import INPUT_NAME, OUTPUT_NAME, train_head
 from tagger.training.metrics import calibrate, confusion_png, evaluate
 
@@ -292,7 +292,7 @@ def _folded(
         labels = sorted({label for member in members for label in member.labels})
         conflict = not multi and len({member.labels for member in members}) > 1
         if len(members) > 1:
-            refs = [member.ref for member in members]
+            refs = [shown(member.ref) for member in members]
             duplicates.append(Duplicate(refs=refs, labels=labels, dropped=conflict))
         if not conflict:
             example = Example(ref=members[0].ref, labels=tuple(labels))
