@@ -5,11 +5,13 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # System packages: redis-server for the integration tests, WordNet for the vocabulary check,
-# Fashion-MNIST (MIT) for the custom-labels tests.
+# Fashion-MNIST (MIT) for the custom-labels tests, Chromium for the gallery's browser test
+# (Playwright drives Debian's chromium; it never downloads a browser of its own).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

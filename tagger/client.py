@@ -162,7 +162,7 @@ class TaggerClient:
         """
         if text is not None:
             return self.search_text(text, limit, filters=filters, safe=safe).hits
-        return self.store.search(tags, limit=limit, filters=self._filters(filters, safe))
+        return self.store.search(tags, limit=limit, filters=self.safe_filters(filters, safe))
 
     def search_text(
         self,
@@ -174,7 +174,7 @@ class TaggerClient:
     ) -> TextSearch:
         """A free-text query's hits with what its words were taken to mean and the words no
         tag matches (``unknown``)."""
-        return self.searcher.text(text, limit=limit, filters=self._filters(filters, safe))
+        return self.searcher.text(text, limit=limit, filters=self.safe_filters(filters, safe))
 
     def similar(
         self,
@@ -187,7 +187,7 @@ class TaggerClient:
         """Photos most like ``ref`` (tagged already), best first: same kind of thing, same
         kind of scene (see :mod:`tagger.similarity`)."""
         identity = PhotoRef.parse(ref).identity
-        return self.searcher.similar(identity, k=k, filters=self._filters(filters, safe))
+        return self.searcher.similar(identity, k=k, filters=self.safe_filters(filters, safe))
 
     def recommend(
         self,
@@ -206,10 +206,12 @@ class TaggerClient:
             k=k,
             exclude=[PhotoRef.parse(ref).identity for ref in exclude],
             diversity=diversity,
-            filters=self._filters(filters, safe),
+            filters=self.safe_filters(filters, safe),
         )
 
-    def _filters(self, filters: SearchFilters | None, safe: bool) -> SearchFilters:
+    def safe_filters(self, filters: SearchFilters | None, safe: bool) -> SearchFilters:
+        """``filters`` with ``safe`` applied: photos at or above the safety threshold (and
+        photos not scored) left out."""
         chosen = filters or SearchFilters()
         if safe:
             bound = self.settings.safety.safe_below

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -232,6 +233,32 @@ class TriggerSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` of the long-running processes (:mod:`tagger.metrics`); the HTTP
+    API serves its own on its port."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="bind address of the worker's and the listeners' /metrics; 0.0.0.0 in a "
+        "container, so Prometheus can reach it",
+    )
+    port: int = Field(
+        default=9808,
+        ge=0,
+        le=65535,
+        description="a worker's /metrics, served by its main process for all its children; "
+        "0 = off. A second worker on the same host finds it taken and runs without",
+    )
+    listener_port: int = Field(
+        default=9809, ge=0, le=65535, description="a listener's /metrics (tagger listen); 0 = off"
+    )
+    multiproc_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "tagger-metrics",
+        description="where a worker's processes keep their metric files (prometheus_client's "
+        "multiprocess mode), in a subfolder per worker emptied when it starts",
+    )
+
+
 class ObjectSettings(BaseModel):
     """The ``objects`` analyser (COCO detector)."""
 
@@ -275,6 +302,30 @@ class SafetySettings(BaseModel):
         return math.nextafter(self.threshold, 0.0)
 
 
+class ThumbnailSettings(BaseModel):
+    """Small WebP previews the worker makes from the photo it already decoded, for the
+    gallery: showing a grid must not fetch and decode every full-size original again."""
+
+    enabled: bool = Field(
+        default=True,
+        description="make one per tagged photo, stored beside the results (the S3 results "
+        "prefix, else the data folder)",
+    )
+    # 384 fills a gallery cell on a 2x screen. The decode is asked for enough pixels that the
+    # long side reaches it (tagger.thumbnails.decode_side): for 4:3 and 3:2 photos that is
+    # what the default analysers ask for anyway, so only near-square ones decode larger.
+    side: int = Field(
+        default=384,
+        ge=64,
+        le=1024,
+        description="pixels on the long side (a smaller photo is never enlarged); bounded so "
+        "the decode it forces stays cheap and a thumbnail stays small",
+    )
+    quality: int = Field(
+        default=75, ge=1, le=100, description="WebP quality: 75 is ~10-20 KB at 384 px"
+    )
+
+
 DEFAULT_ANALYZERS = ("classify", "objects", "colours", "safety", "labels")
 """``labels`` runs only while a label set is active (``TAGGER_LABELSETS`` or ``tagger labels
 activate``), so it costs nothing until someone trains one."""
@@ -289,6 +340,46 @@ def _comma_list(value: object) -> object:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+ApiScope = Literal["read", "submit"]
+
+
+class ApiToken(BaseModel):
+    """One bearer token of ``tagger serve`` and what it may do: ``read`` (photos, search,
+    jobs, the gallery) and ``submit`` (enqueue photos)."""
+
+    name: str = Field(min_length=1, description="who holds it; logged, never the token")
+    token: SecretStr
+    scopes: list[ApiScope] = Field(default_factory=lambda: list[ApiScope](["read"]), min_length=1)
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> ApiToken:
+        if len(self.token.get_secret_value()) < 16:
+            raise ValueError(f"API token {self.name!r} is shorter than 16 characters")
+        return self
+
+
+class ApiSettings(BaseModel):
+    """``tagger serve``: the HTTP API and the gallery."""
+
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=8000, ge=0, le=65535)
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description='TAGGER_API__TOKENS=[{"name": "search", "token": "...", "scopes": '
+        '["read"]}]; with none, only a loopback bind is allowed and every request may read '
+        "and submit (a laptop's own gallery)",
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="413 beyond this")
+    max_refs: int = Field(default=10_000, ge=1, description="photos one POST /v1/jobs may submit")
+    max_page: int = Field(default=200, ge=1, description="largest page any listing returns")
+    max_depth: int = Field(
+        default=2000,
+        ge=1,
+        description="ranked results (search, similar) a client may page through",
+    )
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes")
 
 
 class TrainSettings(BaseModel):
@@ -348,9 +439,11 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     objects: ObjectSettings = Field(default_factory=ObjectSettings)
     colours: ColourSettings = Field(default_factory=ColourSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    thumbnails: ThumbnailSettings = Field(default_factory=ThumbnailSettings)
     listener_token: SecretStr | None = None
     labelsets: Annotated[list[str] | None, NoDecode, BeforeValidator(_comma_list)] = Field(
         default=None,
@@ -371,6 +464,7 @@ class Settings(BaseSettings):
         "re-train does not recompute them",
     )
     train: TrainSettings = Field(default_factory=TrainSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:

@@ -86,6 +86,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     walk("", settings.model_dump(mode="json"))
     if settings.listener_token is not None:
         env["TAGGER_LISTENER_TOKEN"] = settings.listener_token.get_secret_value()
+    if settings.api.tokens:  # secrets dump masked; the other process needs them in clear
+        env["TAGGER_API__TOKENS"] = _json(
+            [
+                {**token.model_dump(mode="json"), "token": token.token.get_secret_value()}
+                for token in settings.api.tokens
+            ]
+        )
     return env
 
 
@@ -415,3 +422,43 @@ class PgVectorServer:
         process, self._process = self._process, None
         # SIGINT is PostgreSQL's "fast shutdown": it rolls back sessions, then exits.
         _end(process, signal.SIGINT, grace=30)
+
+
+class ApiServer:
+    """``tagger serve`` on a free loopback port, configured by TAGGER_* env, as an operator
+    starts it; stopped by its PID."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 60.0) -> str:
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        for _attempt in range(3):  # the free port may be taken between probing and binding
+            port = free_port()
+            log = self.log_path.open("ab")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tagger", "serve", "--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            log.close()
+            self.url = f"http://127.0.0.1:{port}"
+            if _wait_ready(self.process, self._answers, timeout, pause=0.2):
+                return self.url
+            self.stop()
+        raise DevServerError(f"tagger serve did not start; its output:\n{_tail(self.log_path)}")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        _end(process, signal.SIGTERM, grace=10)

@@ -34,6 +34,11 @@ class ErrorCode(StrEnum):
     CONFIG = "config"
     MALFORMED_EVENT = "malformed_event"
     INTERNAL = "internal"
+    # answers of the HTTP API (tagger serve) to a request rather than to a photo
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    INVALID_REQUEST = "invalid_request"
+    BROKER_UNAVAILABLE = "broker_unavailable"
 
 
 class TaggerError(Exception):

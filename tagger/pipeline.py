@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from tenacity import (
@@ -36,6 +37,7 @@ from tenacity import (
     wait_random,
 )
 
+from tagger import metrics
 from tagger.analyzers.base import Analyzer
 from tagger.analyzers.registry import create_analyzers, rerun_closure
 from tagger.config import Settings
@@ -45,6 +47,10 @@ from tagger.schemas import Findings, PhotoRef, Status, TagResult, combined_versi
 from tagger.sources import Fetcher, redact_url
 from tagger.store import PhotoState, TagStore
 from tagger.store.writeback import S3WriteBack
+from tagger.thumbnails import ThumbnailStore, ThumbnailStoreError, decode_side, make_thumbnail
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,8 @@ class Loaded:
     """A photo ready for its analysers, or the result it already has (failed or skipped).
 
     ``prepared`` holds each analyser's input by name; ``reused`` the findings of analysers
-    whose stored result is current, kept as they are when only outdated analysers re-run.
+    whose stored result is current, kept as they are when only outdated analysers re-run;
+    ``thumbnail`` the WebP made from the same decode, when asked for.
     """
 
     ref: str
@@ -66,6 +73,17 @@ class Loaded:
     width: int | None = None
     height: int | None = None
     result: TagResult | None = None
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A photo's result and, for a photo tagged from its pixels when thumbnails were asked
+    for, its thumbnail: what :func:`tag_and_store` keeps, while ``tag_stream`` callers get
+    the results alone."""
+
+    result: TagResult
+    thumbnail: bytes | None = None
 
 
 def content_tag(data: bytes) -> str:
@@ -134,7 +152,8 @@ class Pipeline:
         previous: Mapping[str, TagResult] | None = None,
     ) -> list[TagResult]:
         """Tag one batch; results come back in the order of ``refs``."""
-        return self._infer(self._submit_loads(refs, known or {}, previous or {}))
+        loads = self._submit_loads(refs, known or {}, previous or {}, thumbnails=False)
+        return [outcome.result for outcome in self._infer(loads)]
 
     def tag_stream(
         self,
@@ -150,10 +169,24 @@ class Pipeline:
         analysers is skipped); ``previous`` the stored results of photos whose analysers are
         partly outdated, of which only the outdated analysers re-run.
         """
+        for batch in self.outcomes(refs, known, batch_size, previous):
+            yield [outcome.result for outcome in batch]
+
+    def outcomes(
+        self,
+        refs: Iterable[PhotoRef | str],
+        known: Mapping[str, PhotoState] | None = None,
+        batch_size: int | None = None,
+        previous: Mapping[str, TagResult] | None = None,
+        *,
+        thumbnails: bool = False,
+    ) -> Iterator[list[Outcome]]:
+        """:meth:`tag_stream` with, when ``thumbnails``, each photo tagged from its pixels
+        carrying a thumbnail (``settings.thumbnails``) made from the same decode."""
         size = batch_size or self.settings.batch_size
         pending: list[Future[Loaded]] | None = None
         for chunk in _chunks(refs, size):
-            loading = self._submit_loads(chunk, known or {}, previous or {})
+            loading = self._submit_loads(chunk, known or {}, previous or {}, thumbnails)
             if pending is not None:
                 yield self._infer(pending)
             pending = loading
@@ -165,14 +198,16 @@ class Pipeline:
         refs: Sequence[PhotoRef | str],
         known: Mapping[str, PhotoState],
         previous: Mapping[str, TagResult],
+        thumbnails: bool,
     ) -> list[Future[Loaded]]:
-        return [self._pool.submit(self._load, ref, known, previous) for ref in refs]
+        return [self._pool.submit(self._load, ref, known, previous, thumbnails) for ref in refs]
 
     def _load(
         self,
         raw: PhotoRef | str,
         known: Mapping[str, PhotoState],
         previous: Mapping[str, TagResult],
+        thumbnails: bool = False,
     ) -> Loaded:
         ref_text = _shown(raw)
         etag: str | None = None
@@ -198,16 +233,36 @@ class Pipeline:
                 return without
             needed = [a for a in self.analyzers if a.name not in reused]
             side = max(a.min_side for a in needed)
-            prepared, decoded = self.decoder.decode_into(
-                fetched.data, side, lambda image: {a.name: a.prepare(image) for a in needed}
+            if thumbnails:  # large enough that the thumbnail is not enlarged from a draft
+                side = max(side, decode_side(fetched.data, self.settings.thumbnails.side))
+            (prepared, thumbnail), decoded = self.decoder.decode_into(
+                fetched.data, side, partial(self._prepare, needed, ref_text, thumbnails)
             )
-            return Loaded(ref_text, prepared, reused, etag, decoded.width, decoded.height)
+            size = (decoded.width, decoded.height)
+            return Loaded(ref_text, prepared, reused, etag, *size, thumbnail=thumbnail)
         except (TaggerError, ValueError) as exc:  # ValueError: an invalid reference
             # the ETag of a photo that failed to decode is kept, so a replaced photo is retried
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
         except Exception as exc:  # a bug must not lose the rest of the batch
             log.exception("unexpected error loading a photo", extra={"ref": ref_text})
             return Loaded(ref_text, result=self._failed(ref_text, exc, etag))
+
+    def _prepare(
+        self, needed: Sequence[Analyzer], ref: str, thumbnail: bool, image: Image.Image
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """Every needed analyser's input and the thumbnail, from the one decoded picture
+        (upright, already reduced) while it holds its share of the decode budget."""
+        prepared = {a.name: a.prepare(image) for a in needed}
+        return prepared, (self._thumbnail(image, ref) if thumbnail else None)
+
+    def _thumbnail(self, image: Image.Image, ref: str) -> bytes | None:
+        """A thumbnail is an extra: a photo that tags but will not encode is still tagged."""
+        wanted = self.settings.thumbnails
+        try:
+            return make_thumbnail(image, wanted.side, wanted.quality)
+        except Exception as exc:
+            log.warning("thumbnail failed", extra={"ref": ref, "error": type(exc).__name__})
+            return None
 
     def _without_pixels(
         self, prior: TagResult | None, etag: str, reused: Mapping[str, Findings]
@@ -238,10 +293,11 @@ class Pipeline:
             return {}
         return kept
 
-    def _infer(self, futures: Sequence[Future[Loaded]]) -> list[TagResult]:
+    def _infer(self, futures: Sequence[Future[Loaded]]) -> list[Outcome]:
         loaded = [future.result() for future in futures]
         ready = [item for item in loaded if item.result is None]
         found: list[dict[str, Findings]] = [dict(item.reused) for item in ready]
+        started = time.perf_counter()
         for analyzer in self.analyzers:
             indices = [
                 i
@@ -252,7 +308,8 @@ class Pipeline:
                 continue
             inputs = [ready[i].prepared.pop(analyzer.name) for i in indices]
             try:
-                outputs = analyzer.analyse(inputs, [found[i] for i in indices])
+                with metrics.time_analyzer(analyzer.name):
+                    outputs = analyzer.analyse(inputs, [found[i] for i in indices])
             except Exception as exc:
                 log.exception(
                     "analyser failed", extra={"analyzer": analyzer.name, "photos": len(indices)}
@@ -262,10 +319,16 @@ class Pipeline:
                 continue
             for i, output in zip(indices, outputs, strict=True):
                 found[i][analyzer.name] = output
+        if ready:
+            metrics.observe_inference_batch(time.perf_counter() - started)
         for item, findings in zip(ready, found, strict=True):
             if item.result is None:
                 item.result = self._tagged(item, findings)
-        return [item.result for item in loaded if item.result is not None]
+        return [
+            Outcome(item.result, item.thumbnail if item.result.status is Status.TAGGED else None)
+            for item in loaded
+            if item.result is not None
+        ]
 
     # -- results --------------------------------------------------------------------------
 
@@ -366,6 +429,7 @@ def tag_and_store(
     force: bool = False,
     retry_transient: bool = False,
     writeback: S3WriteBack | None = None,
+    thumbnails: ThumbnailStore | None = None,
     show_stored: bool = False,
     batch_size: int | None = None,
     store_wait: float | None = None,
@@ -374,11 +438,14 @@ def tag_and_store(
 
     Skips what the store already holds for the same content and model (unless ``force``),
     saves tagged and failed photos, writes them back to S3 when configured and marks the
-    job's items. With ``retry_transient``, a transient failure (S3 or a host down) is not saved
-    but handed back in :attr:`StoredBatch.retry`, so the caller can try again later; without
-    it, it is saved as ``failed`` with ``transient=true``. A store that stays unreachable for
-    ``store_wait`` seconds raises :class:`StoreUnavailable` with nothing of the unsaved batch
-    acknowledged anywhere.
+    job's items. With ``thumbnails``, the thumbnail of every photo tagged from its pixels is
+    written there first, so a saved result has its thumbnail (one re-tagged from its stored
+    embedding keeps the one it has); a thumbnail that cannot be written is logged, and its
+    photo saved all the same. With ``retry_transient``, a transient failure (S3 or a host
+    down) is not saved but handed back in :attr:`StoredBatch.retry`, so the caller can try
+    again later; without it, it is saved as ``failed`` with ``transient=true``. A store that
+    stays unreachable for ``store_wait`` seconds raises :class:`StoreUnavailable` with
+    nothing of the unsaved batch acknowledged anywhere.
     """
     wait = pipeline.settings.worker.store_wait if store_wait is None else store_wait
     identities = [_identity(ref) for ref in refs]
@@ -392,11 +459,16 @@ def tag_and_store(
     ]
     previous = call_store(partial(store.get_many, outdated), wait) if outdated else {}
     pending = iter(refs)
-    for batch in pipeline.tag_stream(refs, known, batch_size, previous):
+    wanted = thumbnails is not None
+    for outcomes in pipeline.outcomes(refs, known, batch_size, previous, thumbnails=wanted):
+        batch = [outcome.result for outcome in outcomes]
         sent = [next(pending) for _ in batch]
         retry = [ref for ref, r in zip(sent, batch, strict=True) if retry_transient and r.transient]
         keep = [r for r in batch if not (retry_transient and r.transient)]
         to_save = [r for r in keep if r.status != Status.SKIPPED]
+        if thumbnails is not None:
+            made = {o.result.ref: o.thumbnail for o in outcomes if o.thumbnail is not None}
+            write_thumbnails(thumbnails, made)
         call_store(partial(store.save, to_save), wait)
         if writeback is not None:
             writeback.write(keep)
@@ -408,6 +480,26 @@ def tag_and_store(
             stored = call_store(partial(store.get_many, skipped), wait) if skipped else {}
             keep = [stored.get(r.ref, r) if r.status == Status.SKIPPED else r for r in keep]
         yield StoredBatch(results=keep, retry=retry)
+
+
+def write_thumbnails(thumbnails: ThumbnailStore, items: Mapping[str, bytes]) -> int:
+    """Write thumbnails by photo identity; returns how many failed. Failures are logged, not
+    raised, as the write-back's are: a thumbnail is an extra, and an outage of its store must
+    not fail or lose the results it illustrates."""
+    if not items:
+        return 0
+    try:
+        thumbnails.put_many(items)
+    except ThumbnailStoreError as exc:
+        for ref, error in exc.failed.items():
+            log.warning("thumbnail write failed", extra={"ref": ref, "error": error})
+        return len(exc.failed)
+    except Exception as exc:  # another store's own failure: the photos are safe all the same
+        log.warning(
+            "thumbnail write failed", extra={"photos": len(items), "error": type(exc).__name__}
+        )
+        return len(items)
+    return 0
 
 
 _JOB_STATE: Mapping[Status, str] = MappingProxyType(

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from pydantic_core import PydanticCustomError
 
 RefKind = Literal["s3", "https", "http", "file"]
@@ -432,6 +432,7 @@ class JobCounts(BaseModel):
     failed: int
     skipped: int
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def finished(self) -> bool:
         return self.done + self.failed + self.skipped >= self.total

@@ -9,14 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
+from tagger import metrics
 from tagger.config import Settings
 from tagger.logs import configure_json_logging
 from tagger.queueing import make_celery
 from workers.backfill_task import register_backfill_task
 from workers.beat import beat_schedule
 from workers.broker import TRANSPORT as REDIS_TRANSPORT
+from workers.exposition import start_exposition
 from workers.resources import ResourceHolder
 from workers.tasks import register_tasks
 from workers.visibility import VisibilityRenewal
@@ -48,12 +55,21 @@ def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
     configure_json_logging(loglevel or "INFO")
 
 
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _serve_metrics(**_: Any) -> None:
+    """The main process serves /metrics for all its children (workers/exposition.py)."""
+    start_exposition(app, resources.settings)
+
+
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _load_model(**_: Any) -> None:
-    """Each prefork child loads the model before its first task, not during it."""
-    resources.get()
+    """Each prefork child loads the model before its first task, not during it, and
+    publishes the analyser versions it runs (``tagger_analyzer_info``)."""
+    metrics.record_analyzers(resources.get().pipeline.versions)
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
-def _release(**_: Any) -> None:
+def _release(pid: int | None = None, **_: Any) -> None:
     resources.close()
+    if pid is not None:
+        metrics.process_exited(pid)

@@ -15,6 +15,7 @@ from tagger.config import Settings
 from tagger.pipeline import Pipeline
 from tagger.store import SqlTagStore
 from tagger.store.writeback import S3WriteBack
+from tagger.thumbnails import ThumbnailStore, thumbnail_store
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class WorkerResources:
     pipeline: Pipeline
     store: SqlTagStore
     writeback: S3WriteBack | None = None
+    thumbnails: ThumbnailStore | None = None
     pid: int = field(default_factory=os.getpid)
 
     @classmethod
@@ -34,6 +36,8 @@ class WorkerResources:
         pipeline.warm_up()
         store = SqlTagStore.from_settings(settings)
         writeback = S3WriteBack.from_settings(settings, pipeline.fetcher)
+        # S3 thumbnails share the fetcher's one client (and its connection pool).
+        thumbnails = thumbnail_store(settings, make_client=lambda: pipeline.fetcher.s3_client)
         log.info(
             "worker process ready",
             extra={
@@ -41,7 +45,7 @@ class WorkerResources:
                 "threads": settings.model.intra_op_threads,
             },
         )
-        return cls(settings, pipeline, store, writeback)
+        return cls(settings, pipeline, store, writeback, thumbnails)
 
     def close(self) -> None:
         self.pipeline.close()

@@ -17,6 +17,9 @@ What happens to a batch under faults, decided here and nowhere else:
 
 Every path is idempotent on (ref identity, ETag, model version), so a batch that runs twice
 tags nothing twice.
+
+Each exit is measured (:mod:`tagger.metrics`): the task's seconds by outcome, the photos by
+status and error code once saved, the bytes the batch read, and the two kinds of retry.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.utils.time import get_exponential_backoff_interval
 
+from tagger import metrics
 from tagger.errors import StoreUnavailable
 from tagger.pipeline import tag_and_store
 from tagger.queueing import TAG_TASK, TagBatchRequest
 from tagger.schemas import TagResult
-from workers.resources import ResourceHolder
+from workers.resources import ResourceHolder, WorkerResources
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
         force: bool = False,
         first_failure_at: float | None = None,
     ) -> dict[str, int]:
+        started = time.perf_counter()
         request = TagBatchRequest(
             job_id=job_id, refs=refs, force=force, first_failure_at=first_failure_at
         )
@@ -78,6 +83,7 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
                 force=request.force,
                 retry_transient=not final,
                 writeback=resources.writeback,
+                thumbnails=resources.thumbnails,
                 batch_size=resources.settings.batch_size,
             ):
                 retry.extend(stored.retry)
@@ -87,7 +93,12 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
                 "store unavailable; batch handed back to the queue",
                 extra={"job_id": job_id, "photos": len(refs), "reason": exc.reason},
             )
+            metrics.count_retry("store_unavailable")
+            _finished(resources, "requeued", started)
             raise Reject(exc.reason, requeue=True) from None
+        except Exception:
+            _finished(resources, "error", started)
+            raise
         counts["retrying"] = len(retry)
         log.info("batch done", extra={"job_id": job_id, **counts})
         if retry:
@@ -103,14 +114,24 @@ def register_tasks(app: Celery, holder: ResourceHolder) -> None:
                 maximum=int(settings.retry_backoff_max),
                 full_jitter=True,
             )
+            metrics.count_retry("transient")
+            _finished(resources, "retry", started)
             raise self.retry(
                 kwargs=again.model_dump(),
                 countdown=max(1, countdown),
                 kwargsrepr=again.redacted_repr(),
             )
+        _finished(resources, "done", started)
         return counts
 
 
 def _count(counts: dict[str, Any], results: list[TagResult]) -> None:
+    metrics.record_results(results)
     for result in results:
         counts[result.status.value] += 1
+
+
+def _finished(resources: WorkerResources, outcome: metrics.TaskOutcome, started: float) -> None:
+    """What one task took and read, for /metrics, at whichever exit it leaves by."""
+    metrics.observe_task(outcome, time.perf_counter() - started)
+    metrics.count_fetched(resources.pipeline.fetcher.take_fetched_bytes())

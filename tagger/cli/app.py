@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tagger.cli import backfill, bench, find, labels, listen, local, model, service
+from tagger.cli import backfill, bench, find, labels, listen, local, model, serve, service
 
 app = typer.Typer(
     help="Tag photos by what they show, not by their hashtags.",
@@ -18,4 +18,5 @@ bench.register(app)
 listen.register(app)
 backfill.register(app)
 labels.register(app)
+serve.register(app)
 app.add_typer(model.app, name="model", help="Build and inspect the ONNX model artifact.")

@@ -1,6 +1,9 @@
 """``tagger listen sqs|http``: long-running listeners that turn bucket notifications into jobs.
 
-Both stop cleanly on SIGTERM or SIGINT and exit 0: the SQS listener finishes the poll in hand
+Both serve their counters (events received, malformed, photos submitted; :mod:`tagger.metrics`)
+at ``/metrics`` on ``TAGGER_METRICS__HOST:TAGGER_METRICS__LISTENER_PORT`` (9809; 0 = off),
+apart from the webhook's own port, which senders on the internet may reach. Both stop
+cleanly on SIGTERM or SIGINT and exit 0: the SQS listener finishes the poll in hand
 (its submit and its deletes), the webhook stops accepting and submits what it had accepted.
 Each logs one JSON line per event to stderr.
 
@@ -24,6 +27,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from tagger import metrics
 from tagger.client import TaggerClient
 from tagger.config import Settings
 from tagger.logs import configure_json_logging
@@ -85,6 +89,7 @@ def sqs(
         except (ClientError, BotoCoreError) as exc:
             err.print(f"[red]cannot use queue {escape(queue_url)}: {escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
+        metrics.serve(settings.metrics.listener_port, settings.metrics.host)
         listener.run(stop)
 
 
@@ -113,6 +118,7 @@ def http(
             err.print(f"[red]cannot listen: {escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         stop = _stop_on_signals()
+        metrics.serve(settings.metrics.listener_port, settings.metrics.host)
         with listener:
             while not stop.wait(0.5):
                 pass

@@ -16,6 +16,7 @@ from tagger.localfiles import find_photos
 from tagger.pipeline import Pipeline, tag_and_store
 from tagger.schemas import Status, TagResult
 from tagger.store import SqlTagStore
+from tagger.thumbnails import thumbnail_store
 
 Arch = Annotated[
     str | None, typer.Option("--arch", help="lite0 or lite2 (default from TAGGER_MODEL__ARCH)")
@@ -48,13 +49,14 @@ def tag(
         err.print("no photos found")
         raise typer.Exit(1 if missing else 0)
     store = SqlTagStore.from_settings(settings)
+    thumbnails = thumbnail_store(settings)
     shown: list[TagResult] = []
     with Pipeline.from_settings(settings, allow_local_paths=True) as pipeline:
         started = time.perf_counter()
         with progress(err) as bar:
             task = bar.add_task("tagging", total=len(files), rate=0.0)
             for stored_batch in tag_and_store(
-                pipeline, store, files, force=force, show_stored=True
+                pipeline, store, files, force=force, thumbnails=thumbnails, show_stored=True
             ):
                 batch = stored_batch.results
                 shown.extend(batch)

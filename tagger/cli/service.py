@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tagger import metrics
 from tagger.cli.output import print_json_lines, results_table
 from tagger.client import InvalidReference, TaggerClient
 from tagger.config import Settings
@@ -45,6 +46,14 @@ def worker(
         # Two workers on one host with the same node name confuse remote control and Flower;
         # the PID makes each unique unless the operator names them.
         argv += ["-n", f"tagger-{os.getpid()}@%h"]
+    if settings.metrics.port:
+        # prometheus_client decides at its first import whether processes share metric files,
+        # from this variable alone; set here, before Celery (the same PID after exec) imports
+        # anything, it reaches the main process and every child it forks.
+        try:
+            os.environ.update(metrics.multiprocess_env(settings.metrics, os.getpid()))
+        except OSError as exc:  # metrics must never keep the worker from starting
+            Console(stderr=True).print(f"metrics off: {exc}", markup=False, highlight=False)
     os.execv(sys.executable, argv)
 
 

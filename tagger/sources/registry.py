@@ -9,6 +9,7 @@ exists); a unit test fails when the two tables disagree.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
@@ -39,6 +40,10 @@ class Fetcher:
 
     Each source is made on first use (so a URL-only run never builds an S3 client) and shared
     by every scheme that names the same class (one pool for http and https).
+
+    It also counts the bytes it read, by scheme, for whoever owns the process to export
+    (:meth:`take_fetched_bytes`; the worker feeds ``tagger_fetched_bytes_total``): sources stay
+    free of any metrics library, and so does the client, which imports this package.
     """
 
     def __init__(self, settings: Settings, *, allow_local_paths: bool | None = None) -> None:
@@ -48,15 +53,25 @@ class Fetcher:
         self._settings = settings
         self._sources: dict[SourceFactory, Source] = {}
         self._lock = threading.Lock()
+        self._fetched: Counter[str] = Counter()
 
     def fetch(self, ref: PhotoRef) -> Fetched:
         """The photo's bytes; raises only TaggerError subclasses."""
         try:
-            return self._source(ref.kind, ref).fetch(ref)
+            fetched = self._source(ref.kind, ref).fetch(ref)
         except TaggerError:
             raise
         except Exception as exc:  # the pipeline's contract: typed errors only
             raise FetchFailed(f"{shown(ref)}: unexpected {type(exc).__name__}") from None
+        with self._lock:
+            self._fetched[ref.kind] += len(fetched.data)
+        return fetched
+
+    def take_fetched_bytes(self) -> dict[str, int]:
+        """Bytes read by scheme since the last call (or since the Fetcher was made)."""
+        with self._lock:
+            taken, self._fetched = dict(self._fetched), Counter()
+        return taken
 
     def head(self, ref: PhotoRef) -> str | None:
         """The version marker without downloading (the S3 ETag), so a repeat can be skipped

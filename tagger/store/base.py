@@ -8,6 +8,7 @@ store (a different database, a remote service) only has to satisfy these methods
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy.typing as npt
@@ -66,6 +67,55 @@ class SearchFilters(BaseModel):
         return list(dict.fromkeys(name for name in names if name))
 
 
+class Keyset(BaseModel):
+    """Where a listing stopped: the sort value and the ref of its last row. Asking for the
+    rows after it stays exact while photos are added (an offset would skip or repeat them)
+    and costs an index seek however deep the page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: str | float
+    ref: str
+
+
+class Card(BaseModel):
+    """A photo as a gallery or a listing shows it: its display tags, size and safety score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    tags: list[str]
+    width: int | None = None
+    height: int | None = None
+    nsfw: float | None = None
+    tagged_at: datetime
+
+
+class CardPage(BaseModel):
+    """One page of a listing, and where the next one starts (``None``: the last page)."""
+
+    cards: list[Card]
+    next: Keyset | None = None
+
+
+class FacetCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    count: int
+
+
+class Facets(BaseModel):
+    """How the tagged photos divide, so a gallery can offer filters that find something:
+    the most common tags and subject colours, photos by number of people, and by safety."""
+
+    total: int
+    tags: list[FacetCount]
+    colours: list[FacetCount]
+    people: list[FacetCount] = Field(description="'0', '1', '2', '3+' people")
+    safety: list[FacetCount] = Field(description="'safe', 'flagged', 'unscored'")
+
+
 class PhotoState(BaseModel):
     """What the store already knows about a photo: enough to decide whether to tag it again
     without loading its classes and tags."""
@@ -118,8 +168,11 @@ class TagStore(Protocol):
         ``filters``, best first."""
         ...
 
-    def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
-        """Tagged photos whose safety score reaches ``threshold``, most likely first."""
+    def flagged(
+        self, threshold: float, limit: int = 100, after: Keyset | None = None
+    ) -> list[TagResult]:
+        """Tagged photos whose safety score reaches ``threshold``, most likely first;
+        ``after`` continues a listing (the score and ref of its last photo)."""
         ...
 
     def similar(
@@ -147,8 +200,19 @@ class TagStore(Protocol):
         class ids: tags a query vocabulary cannot know in advance)."""
         ...
 
-    def failures(self, limit: int = 100) -> list[TagResult]:
-        """Failed photos, most recent first."""
+    def failures(self, limit: int = 100, after: Keyset | None = None) -> list[TagResult]:
+        """Failed photos, most recent first; ``after`` continues a listing (the time and
+        ref of its last photo)."""
+        ...
+
+    def recent(
+        self, limit: int = 50, filters: SearchFilters | None = None, after: Keyset | None = None
+    ) -> CardPage:
+        """Tagged photos meeting ``filters``, most recently tagged first."""
+        ...
+
+    def facets(self, limit: int = 30, safety_threshold: float = 0.8) -> Facets:
+        """The ``limit`` most common tags and colours, and photos by people and safety."""
         ...
 
     def known(self, refs: Sequence[str]) -> dict[str, PhotoState]:

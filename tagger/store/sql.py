@@ -48,7 +48,17 @@ from sqlalchemy.sql.elements import ColumnElement
 from tagger.config import Settings
 from tagger.errors import StoreUnavailable, transient_codes
 from tagger.schemas import ClassScore, JobCounts, Safety, Status, Tag, TagResult
-from tagger.store.base import Match, PhotoState, SearchFilters, SearchHit, normalise_tag
+from tagger.store import browsing
+from tagger.store.base import (
+    CardPage,
+    Facets,
+    Keyset,
+    Match,
+    PhotoState,
+    SearchFilters,
+    SearchHit,
+    normalise_tag,
+)
 from tagger.store.schema import migrate
 from tagger.store.sqlite_driver import dbapi as sqlite_dbapi
 from tagger.store.sqlite_driver import load_vector_extension
@@ -287,6 +297,12 @@ class SqlTagStore:
             cause = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
             raise StoreUnavailable(f"store {self.url} unreachable ({cause})") from exc
 
+    def ping(self) -> None:
+        """One round trip to the database, for readiness probes; raises
+        :class:`StoreUnavailable` when it cannot be reached."""
+        with self._transaction(write=False) as conn:
+            conn.execute(select(1))
+
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         if self._dialect == "postgresql":
             return postgresql.insert(table)
@@ -516,12 +532,17 @@ class SqlTagStore:
             for score, ref in ranked
         ]
 
-    def flagged(self, threshold: float, limit: int = 100) -> list[TagResult]:
+    def flagged(
+        self, threshold: float, limit: int = 100, after: Keyset | None = None
+    ) -> list[TagResult]:
         """Tagged photos whose safety score reaches ``threshold``, most likely first."""
+        where = [photos.c.status == Status.TAGGED.value, photos.c.nsfw >= threshold]
+        if (position := browsing.after_score(after)) is not None:
+            where.append(position)
         with self._transaction(write=False) as conn:
             rows = conn.execute(
                 select(photos)
-                .where(photos.c.status == Status.TAGGED.value, photos.c.nsfw >= threshold)
+                .where(*where)
                 .order_by(photos.c.nsfw.desc(), photos.c.ref)
                 .limit(limit)
             ).all()
@@ -666,15 +687,35 @@ class SqlTagStore:
             )
         return best
 
-    def failures(self, limit: int = 100) -> list[TagResult]:
+    def failures(self, limit: int = 100, after: Keyset | None = None) -> list[TagResult]:
+        where = [photos.c.status == Status.FAILED.value]
+        if (position := browsing.after_time(after)) is not None:
+            where.append(position)
         with self._transaction(write=False) as conn:
             rows = conn.execute(
                 select(photos)
-                .where(photos.c.status == Status.FAILED.value)
+                .where(*where)
                 .order_by(photos.c.tagged_at.desc(), photos.c.ref)
                 .limit(limit)
             ).all()
             return self._results(conn, rows)
+
+    def recent(
+        self, limit: int = 50, filters: SearchFilters | None = None, after: Keyset | None = None
+    ) -> CardPage:
+        """Tagged photos meeting ``filters``, most recently tagged first, with their display
+        tags (the order of :meth:`search` hits)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        conditions = _conditions(filters or SearchFilters())
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(browsing.recent_statement(conditions, after, limit)).all()
+            hits = self._hits(conn, [(0.0, row.ref) for row in rows[:limit]])
+        return browsing.card_page(rows, {hit.ref: hit.tags for hit in hits}, limit)
+
+    def facets(self, limit: int = 30, safety_threshold: float = 0.8) -> Facets:
+        with self._transaction(write=False) as conn:
+            return browsing.facets(conn, limit, safety_threshold)
 
     def known(self, refs: Sequence[str]) -> dict[str, PhotoState]:
         """One indexed lookup per 500 refs, so the backfill can filter a whole listing page."""

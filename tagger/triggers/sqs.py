@@ -50,6 +50,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from tagger import metrics
 from tagger.config import Settings
 from tagger.submitting import Submitter
 from tagger.triggers.parser import EventBatch, MalformedEvent, parse_notification
@@ -240,6 +241,13 @@ class SqsListener:
         ):
             done = self._handle(messages, stats)
         stats.deleted = self._delete(done)
+        metrics.count_listener(
+            "sqs",
+            received=stats.received,
+            malformed=stats.malformed,
+            submitted=stats.submitted,
+            submit_failures=int(stats.failed),
+        )
         if stats.submitted or stats.malformed or stats.kept:
             log.info("sqs poll", extra=stats.model_dump())
         return stats

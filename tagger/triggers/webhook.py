@@ -40,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tagger import metrics
 from tagger.config import Settings
 from tagger.errors import ErrorCode
 from tagger.submitting import Submitter
@@ -138,13 +139,16 @@ class WebhookListener:
     def accept(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
         """The answer to one authorised POST: 400/413 for a body the parser refuses, 500 for
         a bug (logged with its traceback), else 200 (nothing to do), 202 or 503."""
+        metrics.count_listener("webhook", received=1)
         try:
             batch = parse_notification(body, self._triggers)
         except EventTooLarge as exc:
             log.warning("oversized notification refused", extra={"reason": exc.reason})
+            metrics.count_listener("webhook", malformed=1)
             return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too_large", "reason": exc.reason}
         except MalformedEvent as exc:
             log.warning("malformed notification refused", extra={"reason": exc.reason})
+            metrics.count_listener("webhook", malformed=1)
             return HTTPStatus.BAD_REQUEST, {"error": exc.code, "reason": exc.reason}
         except Exception:
             log.error("notification handling failed", exc_info=True)
@@ -219,6 +223,7 @@ class WebhookListener:
             try:
                 job = self._submitter.submit(refs)
             except Exception as exc:  # broker or store down: keep the refs, try again
+                metrics.count_listener("webhook", submit_failures=1)
                 if self._stopping.is_set() and backoff > 1.0:
                     log.error("webhook gave up submitting at shutdown", extra={"refs": len(refs)})
                     return
@@ -227,6 +232,7 @@ class WebhookListener:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
             log.info("submitted", extra={"job_id": job.id, "refs": len(refs)})
+            metrics.count_listener("webhook", submitted=len(refs))
             return
 
 
@@ -268,6 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if length > app.max_body:
+            metrics.count_listener("webhook", received=1, malformed=1)
             self._reply(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 {"error": "too_large", "reason": f"body over {app.max_body} bytes"},

@@ -1,5 +1,12 @@
 """Re-exported for the integration tests; the servers live in :mod:`tagger.devservers`."""
 
-from tagger.devservers import CeleryWorker, MotoServer, RedisServer, free_port, settings_env
+from tagger.devservers import (
+    ApiServer,
+    CeleryWorker,
+    MotoServer,
+    RedisServer,
+    free_port,
+    settings_env,
+)
 
-__all__ = ["CeleryWorker", "MotoServer", "RedisServer", "free_port", "settings_env"]
+__all__ = ["ApiServer", "CeleryWorker", "MotoServer", "RedisServer", "free_port", "settings_env"]

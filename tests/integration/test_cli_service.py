@@ -41,7 +41,14 @@ def test_submit_from_a_file_then_follow_the_job(
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip().splitlines()[0]
     status = json.loads(runner.invoke(app, ["status", job_id]).stdout)
-    assert status == {"total": 2, "queued": 0, "done": 1, "failed": 1, "skipped": 0}
+    assert status == {
+        "total": 2,
+        "queued": 0,
+        "done": 1,
+        "failed": 1,
+        "skipped": 0,
+        "finished": True,
+    }
 
     failures = runner.invoke(app, ["failures", "--json"])
     failed = [json.loads(line) for line in failures.stdout.splitlines()]

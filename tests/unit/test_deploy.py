@@ -39,7 +39,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 K8S_DIR = ROOT / "deploy" / "k8s"
-TAGGER_SERVICES = {"worker", "beat", "listener"}
+TAGGER_SERVICES = {"worker", "beat", "listener", "api"}
 K8S_VERSION = "1.30"
 # API groups of Kubernetes itself; the other kinds (Kustomization, KEDA's ScaledObject) have no
 # schema in kubernetes-validate.
@@ -99,6 +99,16 @@ def settings_path(env_name: str) -> tuple[str, ...]:
     return parts
 
 
+def revealed(value: Any) -> Any:
+    """A list item as the JSON it was read from: a model as a dict, secrets in clear."""
+    if not isinstance(value, BaseModel):
+        return value
+    return {
+        name: item.get_secret_value() if isinstance(item, SecretStr) else item
+        for name, item in value
+    }
+
+
 def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings exactly as a container with this environment builds it, checked field by field."""
     for name in [name for name in os.environ if name.upper().startswith("TAGGER_")]:
@@ -115,7 +125,7 @@ def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Se
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if isinstance(value, list):
-            assert value == json.loads(raw), name
+            assert [revealed(item) for item in value] == json.loads(raw), name
         elif isinstance(value, bool):
             assert value == (raw.lower() in {"1", "true", "yes", "on"}), name
         else:
@@ -755,3 +765,123 @@ def test_compose_and_kubernetes_carry_the_same_fault_settings(
     visibility = int(env["TAGGER_WORKER__VISIBILITY_TIMEOUT"])
     sweep = int(env["TAGGER_WORKER__UNACKED_RESTORE_INTERVAL"])
     assert visibility + sweep <= 60, "a dead worker's batch must be back within a minute"
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: deploy/prometheus, deploy/grafana, and the ports the manifests expose
+
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "tagger-dashboard.json"
+
+
+@pytest.fixture(scope="module")
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text("utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert len(jobs) == len(config["scrape_configs"]), "a job name twice"
+    return jobs
+
+
+def static_targets(job: dict[str, Any]) -> list[str]:
+    return [target for group in job["static_configs"] for target in group["targets"]]
+
+
+def test_compose_runs_prometheus_with_the_scrape_config(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    mounts = dict(reversed(volume.split(":")[:2]) for volume in prometheus["volumes"])
+    config_path = option_value(prometheus["command"], "--config.file")
+    assert (ROOT / mounts[config_path]).resolve() == PROMETHEUS_CONFIG
+    data = mounts[option_value(prometheus["command"], "--storage.tsdb.path")]
+    assert data in compose["volumes"], "the series outlive the container"
+
+
+def test_prometheus_scrapes_the_ports_tagger_serves(
+    scrape_jobs: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]],
+    tagger_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_from({**dockerfile_env(runtime_stage()), **tagger_env}, monkeypatch)
+    assert settings.metrics.host == "0.0.0.0", "Prometheus scrapes from another container"
+    (workers,) = scrape_jobs["tagger-worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"] and "worker" in services, "every replica, by DNS"
+    assert workers["port"] == settings.metrics.port
+    assert static_targets(scrape_jobs["tagger-listener"]) == [
+        f"listener:{settings.metrics.listener_port}"
+    ]
+    assert settings.metrics.listener_port != settings.triggers.http_port
+    flower_port = option_value(services["flower"]["command"], "--port")
+    assert static_targets(scrape_jobs["flower"]) == [f"flower:{flower_port}"]
+    assert static_targets(scrape_jobs["tagger-api"]) == [f"api:{settings.api.port}"]
+    for job in scrape_jobs.values():
+        for target in job.get("static_configs", [{}])[0].get("targets", []):
+            host = target.split(":")[0]
+            assert host in services or host in {"api", "localhost"}, target
+
+
+def test_worker_and_listener_pods_expose_their_metrics_port(manifests: list[Manifest]) -> None:
+    env = k8s_env(manifests)
+    assert env["TAGGER_METRICS__HOST"] == "0.0.0.0"
+    expected = {
+        "tagger-worker": env["TAGGER_METRICS__PORT"],
+        "tagger-listener": env["TAGGER_METRICS__LISTENER_PORT"],
+    }
+    for name, port in expected.items():
+        deployment = one(manifests, "Deployment", name)
+        ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+        assert str(ports["metrics"]) == port, name
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == port
+        assert annotations["prometheus.io/path"] == "/metrics"
+    # the listener's Service is the webhook's, reachable by senders; /metrics stays off it
+    service = one(manifests, "Service", "tagger-listener")["spec"]
+    assert [port["targetPort"] for port in service["ports"]] == ["http"]
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name tagger.metrics can expose (counters as *_total, histograms as
+    *_bucket/_sum/_count), the scrape-time queue depth included."""
+    from prometheus_client import REGISTRY
+
+    from tagger import metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    names: set[str] = set()
+    families = [*REGISTRY.collect(), *metrics.QueueDepthCollector({}).collect()]
+    for family in families:
+        if family.name.startswith("tagger_"):
+            names.update(family.name + suffix for suffix in suffixes[family.type])
+    return names
+
+
+def test_dashboard_queries_only_metrics_tagger_exposes() -> None:
+    dashboard = json.loads(DASHBOARD.read_text("utf-8"))
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+    known = exposed_metric_names()
+    used: set[str] = set()
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\btagger_\w+", target["expr"]))
+            assert names and names <= known, (panel["title"], names - known)
+            used |= names
+    # everything the brief of the dashboard names is on it
+    for wanted in (
+        "tagger_photos_total",
+        "tagger_task_seconds_bucket",
+        "tagger_analyzer_seconds_sum",
+        "tagger_queue_depth",
+        "tagger_task_retries_total",
+        "tagger_requeues_total",
+        "tagger_listener_events_received_total",
+        "tagger_api_requests_total",
+    ):
+        assert wanted in used, wanted

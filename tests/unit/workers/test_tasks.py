@@ -12,6 +12,7 @@ from celery import Celery
 
 from tagger.config import Settings, WorkerSettings
 from tagger.errors import ErrorCode, StoreUnavailable
+from tagger.pipeline import Outcome
 from tagger.queueing import TAG_TASK, make_celery
 from tagger.schemas import Status, TagResult
 from workers.tasks import register_tasks
@@ -36,6 +37,13 @@ class FakeStore:
         self.marked.update(states)
 
 
+class FakeFetcher:
+    """Reads 100 bytes per task, so the task's export of them can be seen."""
+
+    def take_fetched_bytes(self) -> dict[str, int]:
+        return {"s3": 100}
+
+
 class FakePipeline:
     """Fails the refs in ``transient`` for their first ``failures`` attempts."""
 
@@ -45,6 +53,7 @@ class FakePipeline:
         self.failures = failures
         self.calls: list[list[str]] = []
         self.versions = {"classify": "v1"}
+        self.fetcher = FakeFetcher()
 
     def tag_stream(
         self,
@@ -62,6 +71,18 @@ class FakePipeline:
             for ref in refs
         ]
 
+    def outcomes(
+        self,
+        refs: Sequence[str],
+        known: Mapping[str, Any],
+        batch_size: int,
+        previous: Mapping[str, TagResult] | None = None,
+        *,
+        thumbnails: bool = False,
+    ) -> Iterator[list[Outcome]]:
+        for batch in self.tag_stream(refs, known, batch_size, previous):
+            yield [Outcome(result) for result in batch]
+
 
 @dataclass
 class FakeResources:
@@ -69,6 +90,7 @@ class FakeResources:
     pipeline: FakePipeline
     store: FakeStore
     writeback: None = None
+    thumbnails: None = None
 
 
 class FakeHolder:
@@ -150,3 +172,34 @@ def test_a_task_without_refs_is_refused() -> None:
     assert result.failed()
     with pytest.raises(ValueError):
         result.get(propagate=True)
+
+
+def test_each_exit_of_the_task_is_measured() -> None:
+    """Retries by reason, seconds by outcome, photos once final, bytes read per task."""
+    from prometheus_client import REGISTRY
+
+    def value(metric: str, /, **labels: str) -> float:
+        return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+    names = [
+        ("tagger_task_retries_total", {"reason": "transient"}),
+        ("tagger_task_retries_total", {"reason": "store_unavailable"}),
+        ("tagger_task_seconds_count", {"outcome": "retry"}),
+        ("tagger_task_seconds_count", {"outcome": "done"}),
+        ("tagger_task_seconds_count", {"outcome": "requeued"}),
+        ("tagger_photos_total", {"status": "tagged", "error": "none"}),
+        ("tagger_fetched_bytes_total", {"source": "s3"}),
+    ]
+    before = [value(name, **labels) for name, labels in names]
+
+    settings = settings_with()
+    pipeline = FakePipeline(settings, transient={"s3://b/flaky.jpg"}, failures=2)
+    app = eager_app(settings, FakeStore(), pipeline)
+    app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": ["s3://b/ok.jpg", "s3://b/flaky.jpg"]})
+    down = settings_with(store_wait=0.1)
+    app = eager_app(down, FakeStore(fail_saves=10**6), FakePipeline(down, set()))
+    app.tasks[TAG_TASK].apply(kwargs={"job_id": "j", "refs": ["s3://b/a.jpg"]})
+
+    after = [value(name, **labels) for name, labels in names]
+    # 2 retries then done; then one batch handed back; 2 photos tagged; 100 bytes per task
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 2, 1, 1, 2, 400]
