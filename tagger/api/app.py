@@ -29,7 +29,7 @@ from tagger.client import InvalidReference, TaggerClient
 from tagger.config import Settings
 from tagger.errors import ErrorCode, StoreUnavailable
 from tagger.search import NothingToSearch
-from tagger.thumbnails import thumbnail_store
+from tagger.thumbnails import ThumbnailStoreError, thumbnail_store
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return _answer(503, ErrorCode.STORE_UNAVAILABLE, exc.reason)
+
+    @app.exception_handler(ThumbnailStoreError)
+    async def thumbnails(_: Request, __: ThumbnailStoreError) -> JSONResponse:
+        return _answer(503, ErrorCode.TRANSIENT, "thumbnail storage unreachable; try again")
 
     @app.exception_handler(BadCursor)
     async def cursor(_: Request, exc: BadCursor) -> JSONResponse:

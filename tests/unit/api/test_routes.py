@@ -11,6 +11,7 @@ from PIL import Image
 
 from tagger.schemas import JobCounts, TagResult
 from tagger.store import SearchHit
+from tagger.thumbnails import ThumbnailStoreError
 
 
 def all_pages(api: TestClient, path: str, **params: object) -> tuple[list[dict], int]:
@@ -302,3 +303,14 @@ def test_requests_are_counted_by_route_template_at_metrics(api: TestClient) -> N
         api.get("/v1/photos", params={"ref": f"s3://p/{name}.jpg"})
     assert served("/v1/photos") == before + 3
     assert "s3://p/dog.jpg" not in api.get("/metrics").text
+
+
+def test_unreachable_thumbnail_storage_is_a_503_not_a_crash(api: TestClient) -> None:
+    class Down:
+        def get(self, identity: str) -> bytes | None:
+            raise ThumbnailStoreError({identity: "EndpointConnectionError"})
+
+    api.app.state.thumbnails = Down()  # type: ignore[attr-defined]
+    answer = api.get("/v1/photos/thumbnail", params={"ref": "s3://p/cat.jpg"})
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "transient"
