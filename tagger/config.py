@@ -380,6 +380,9 @@ class ApiSettings(BaseModel):
         description="ranked results (search, similar) a client may page through",
     )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes")
+    facets_ttl: float = Field(
+        default=30.0, ge=0, description="seconds a process reuses its facet counts; 0 = never"
+    )
 
 
 class TrainSettings(BaseModel):

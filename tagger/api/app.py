@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, client: TaggerClient | None = N
         owned = client is None
         app.state.client = client or TaggerClient(chosen)
         app.state.thumbnails = thumbnail_store(chosen)
+        app.state.facets = {}  # limit -> (when counted, facets); see routes.facets
         try:
             yield
         finally:

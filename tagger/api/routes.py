@@ -4,6 +4,7 @@ or the store, and returns the library's own models. No tagging logic lives here.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -31,7 +32,6 @@ from tagger.api.models import (
 )
 from tagger.client import TaggerClient
 from tagger.config import Settings
-from tagger.errors import ErrorCode
 from tagger.schemas import PhotoRef, TagResult
 from tagger.search import Recommendation
 from tagger.store import Facets, Keyset, SearchFilters, SearchHit
@@ -343,10 +343,16 @@ def _result_page(
 
 @router.get("/facets", response_model=Facets, responses=_ERRORS, dependencies=[READ])
 def facets(request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 30) -> Facets:
-    """How the tagged photos divide by tag, colour, people and safety: the gallery's filters."""
+    """How the tagged photos divide by tag, colour, people and safety: the gallery's filters.
+    Counting reads every tag row, so an answer is reused for ``TAGGER_API__FACETS_TTL``
+    seconds: every gallery visit asks, and the counts of a large store move slowly."""
     client = _client(request)
-    return client.store.facets(limit, client.settings.safety.threshold)
-
-
-def not_found_error(exc: NotFound) -> ApiError:
-    return ApiError(code=ErrorCode.NOT_FOUND, message=exc.message, ref=exc.ref)
+    ttl = client.settings.api.facets_ttl
+    cached: dict[int, tuple[float, Facets]] = request.app.state.facets
+    now = time.monotonic()
+    hit = cached.get(limit)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    counted = client.store.facets(limit, client.settings.safety.threshold)
+    cached[limit] = (now, counted)
+    return counted

@@ -12,6 +12,7 @@ from PIL import Image
 from tagger.schemas import JobCounts, TagResult
 from tagger.store import SearchHit
 from tagger.thumbnails import ThumbnailStoreError
+from tests.unit.api.conftest import made_up
 
 
 def all_pages(api: TestClient, path: str, **params: object) -> tuple[list[dict], int]:
@@ -314,3 +315,15 @@ def test_unreachable_thumbnail_storage_is_a_503_not_a_crash(api: TestClient) -> 
     answer = api.get("/v1/photos/thumbnail", params={"ref": "s3://p/cat.jpg"})
     assert answer.status_code == 503
     assert answer.json()["code"] == "transient"
+
+
+def test_facets_are_reused_for_their_ttl(
+    make_api: Callable[..., TestClient], filled: list[TagResult]
+) -> None:
+    cached, fresh = make_api(facets_ttl=600), make_api(facets_ttl=0)
+    assert cached.get("/v1/facets").json()["total"] == 6
+    assert fresh.get("/v1/facets").json()["total"] == 6
+    store = cached.app.state.client.store  # type: ignore[attr-defined]
+    store.save([made_up("s3://p/new.jpg", {"dog": 0.8}, seed=9, minutes=9)])
+    assert cached.get("/v1/facets").json()["total"] == 6
+    assert fresh.get("/v1/facets").json()["total"] == 7
