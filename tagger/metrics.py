@@ -25,12 +25,12 @@ and source names, listener names, and for the API the route *template* (never th
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Final, Literal
 
-import psutil
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -321,12 +321,28 @@ def multiprocess_env(settings: MetricsSettings, pid: int) -> dict[str, str]:
     base.mkdir(parents=True, exist_ok=True)
     for folder in base.iterdir():
         owner = int(folder.name) if folder.name.isdigit() else None
-        if owner is not None and owner != pid and not psutil.pid_exists(owner):
+        if owner is not None and owner != pid and not _pid_exists(owner):
             shutil.rmtree(folder, ignore_errors=True)
     own = base / str(pid)
     shutil.rmtree(own, ignore_errors=True)
     own.mkdir()
     return {MULTIPROC_ENV: str(own)}
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process with this PID is running on this host: signal 0 checks without
+    sending anything (POSIX; the image and the workers are Linux). Another user's process
+    exists too (``PermissionError``). PID 0 is not a server's, so its folder is left alone;
+    a number too large to be a PID is no running process."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def process_exited(pid: int) -> None:

@@ -3,7 +3,7 @@
 Photos carry the project's own tags (``car``, ``dog``, ``beach``, colour names), while people
 type whatever word comes to mind ("automobiles", "golden retriever", "seaside", "two kids").
 The words that mean each tag are worked out ahead of time from WordNet and hand-written rules
-by ``tagger/data/make_query_words.py`` into ``tagger/data/query_words.json``; at run time a
+by ``tagger_dev/make_query_words.py`` into ``tagger/data/query_words.json``; at run time a
 query only needs a dictionary lookup per word, no WordNet and no model.
 
 The parser reports what it did with every word: a word that names no tag is returned in

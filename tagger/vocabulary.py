@@ -5,7 +5,7 @@ pass a threshold alone, yet the photo is plainly a cat. So a tag's score is the 
 probabilities of every class mapped to it, computed with one ``np.bincount`` per photo.
 
 The class → tag mapping is data, not code: ``tagger/data/vocabulary.json``, generated from
-WordNet and hand-written rules by ``tagger/data/make_vocabulary.py``. Nothing here needs
+WordNet and hand-written rules by ``tagger_dev/make_vocabulary.py``. Nothing here needs
 WordNet at run time.
 """
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from tagger.analyzers.registry import create_analyzers
 from tagger.config import Settings
-from tagger.devservers import PgVectorServer
 from tagger.model.labelset import LabelSet, load_labelset
 from tagger.model.registry import ModelArtifact, artifact_dir, ensure_artifact
+from tagger_dev.devservers import PgVectorServer
 from tests.pg import PgServer
 
 

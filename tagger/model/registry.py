@@ -22,11 +22,13 @@ from pydantic import BaseModel, Field
 
 from tagger.config import Settings
 from tagger.errors import ModelError
+from tagger.model.quantize import Quantization
 from tagger.model.staging import staged
 from tagger.model.torch_weights import load_state_dict
 from tagger.schemas import PreprocessSpec
 
 Arch = Literal["lite0", "lite2"]
+Precision = Literal["fp32", "int8"]
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.tsv"
@@ -67,6 +69,31 @@ class OnnxArtifact(BaseModel, Generic[_M]):
         return self.manifest.version
 
 
+class AccuracyGate(BaseModel):
+    """The check an int8 classifier passed before it was installed."""
+
+    kind: Literal["dev-top1", "calibration-agreement"] = Field(
+        description="dev-top1: int8 top-1 on labelled photos at most max_top1_drop below "
+        "fp32's; calibration-agreement: int8 and fp32 agree on top-1 for at least "
+        "min_agreement of the calibration photos and crops (when no labelled set is given)"
+    )
+    photos: int
+    source: str = Field(description="the labelled folder's name, or the calibration photos")
+    agreement: float = Field(description="fraction of photos where int8 and fp32 top-1 agree")
+    fp32_top1: float | None = None
+    int8_top1: float | None = None
+    max_top1_drop: float | None = None
+    min_agreement: float | None = None
+
+
+class Int8Provenance(BaseModel):
+    """Where an int8 classifier came from and what it passed."""
+
+    fp32_version: str = Field(description="version of the fp32 artifact it was quantised from")
+    quantization: Quantization
+    gate: AccuracyGate
+
+
 class Manifest(ArtifactManifest):
     """What a model artifact is; written by the builder, checked by every loader."""
 
@@ -81,6 +108,10 @@ class Manifest(ArtifactManifest):
     weights: WeightsInfo
     builder: dict[str, str] = Field(default_factory=dict)
     opset: int
+    precision: Precision = "fp32"
+    int8: Int8Provenance | None = Field(
+        default=None, description="for an int8 artifact: its fp32 source, quantiser and gate"
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -104,7 +135,16 @@ def sha256_file(path: Path) -> str:
 
 
 def artifact_dir(settings: Settings, arch: Arch | None = None) -> Path:
+    """The fp32 classifier (the backbone label sets are trained on)."""
     return settings.model_dir / (arch or settings.model.arch)
+
+
+def classifier_dir(settings: Settings, precision: Precision | None = None) -> Path:
+    """The classifier the settings name: ``<model_dir>/<arch>`` in fp32, beside it
+    ``<model_dir>/<arch>-int8`` in int8."""
+    chosen = precision or settings.model.precision
+    fp32 = artifact_dir(settings)
+    return fp32 if chosen == "fp32" else fp32.with_name(f"{fp32.name}-int8")
 
 
 def packaged_labels() -> list[Label]:

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from tagger.config import FetchSettings, S3Settings, Settings, StoreSettings, WorkerSettings
-from tagger.devservers import CeleryWorker, MotoServer, RedisServer
+from tagger_dev.devservers import CeleryWorker, MotoServer, RedisServer
 from tests.pg import PgServer, temporary_schema
 
 if TYPE_CHECKING:

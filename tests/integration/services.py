@@ -1,6 +1,6 @@
-"""Re-exported for the integration tests; the servers live in :mod:`tagger.devservers`."""
+"""Re-exported for the integration tests; the servers live in :mod:`tagger_dev.devservers`."""
 
-from tagger.devservers import (
+from tagger_dev.devservers import (
     ApiServer,
     CeleryWorker,
     MotoServer,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tagger.bench import run_backfill_bench, run_bench
-from tagger.bench_search import run_search_bench
 from tagger.config import Settings
+from tagger_dev.bench import run_backfill_bench, run_bench
+from tagger_dev.bench_search import run_search_bench
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tagger.cli import app
 from tagger.config import Settings
-from tagger.devservers import CeleryWorker, settings_env
+from tagger_dev.devservers import CeleryWorker, settings_env
 
 pytestmark = pytest.mark.integration
 

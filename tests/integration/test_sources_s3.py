@@ -13,10 +13,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from tagger.config import ImageSettings, Settings
-from tagger.devservers import MotoServer
 from tagger.errors import FetchFailed, ImageTooLarge, NotFound
 from tagger.schemas import PhotoRef
 from tagger.sources import Fetcher
+from tagger_dev.devservers import MotoServer
 from tests.integration.conftest import settings_for
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tagger.cli import app
-from tagger.devservers import DevServerError, MotoServer
+from tagger_dev.devservers import DevServerError, MotoServer
 
 
 def no_moto(monkeypatch: pytest.MonkeyPatch) -> None:

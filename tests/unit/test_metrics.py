@@ -206,6 +206,20 @@ def test_multiprocess_env_gives_a_fresh_folder_and_removes_only_dead_servers(
     assert live.is_dir() and (base / "notes").is_dir()
 
 
+def test_pid_exists_asks_the_kernel_with_signal_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert metrics._pid_exists(os.getpid()) is True
+    assert metrics._pid_exists(dead.pid) is False
+    assert metrics._pid_exists(2**70) is False
+
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(metrics.os, "kill", refused)
+    assert metrics._pid_exists(12345) is True, "another user's process is running"
+
+
 def test_this_process_is_not_in_multiprocess_mode() -> None:
     """The test process imported prometheus_client without the variable; only children
     started with it are (next test)."""

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 
 import tagger
+import tagger_dev
 from tagger.analyzers.colours import BASIC_COLOURS
-from tagger.data import make_query_words
-from tagger.data.make_vocabulary import RulesError
 from tagger.textquery import tokenise
 from tagger.vocabulary import Vocabulary
+from tagger_dev import make_query_words
+from tagger_dev.make_vocabulary import RulesError
 
 DATA_DIR = Path(tagger.__file__).parent / "data"
-GENERATOR = DATA_DIR / "make_query_words.py"
+GENERATOR = Path(tagger_dev.__file__).parent / "make_query_words.py"
 WORDNET = Path("/usr/share/wordnet")
 needs_wordnet = pytest.mark.skipif(
     not (WORDNET / "data.noun").exists(),
@@ -70,7 +71,7 @@ def test_every_key_can_be_typed(packaged: dict[str, Any]) -> None:
 def test_generator_reproduces_committed_query_words(packaged: dict[str, Any]) -> None:
     text = make_query_words.render(make_query_words.build(WORDNET))
     committed = resources.files("tagger").joinpath("data", "query_words.json").read_text("utf-8")
-    assert text == committed, "re-run python tagger/data/make_query_words.py and commit"
+    assert text == committed, "re-run python tagger_dev/make_query_words.py and commit"
 
 
 @needs_wordnet

@@ -188,6 +188,33 @@ def test_heic_rotation_is_applied() -> None:
     assert_quadrants(decoded.image, 20)
 
 
+def test_heic_thumbnail_stands_in_when_large_enough() -> None:
+    # Phones embed a thumbnail in every HEIC; HEVC has no reduced decode, so a thumbnail whose
+    # shorter side reaches min_side is decoded instead of the whole photo (an 800x600 here;
+    # 12 MP costs a second of libde265 CPU). The full size is still what the photo reports.
+    data = heif_bytes(Image.fromarray(quadrants(800, 600)), quality=95, thumbnails=[320])
+    small = decode(data, LIMITS, min_side=200)
+    assert small.image.size == (320, 240)
+    assert (small.width, small.height, small.format) == (800, 600, "HEIF")
+    assert_quadrants(small.image, 20)
+    # A thumbnail shorter than min_side would lose detail the analysers need: full decode.
+    full = decode(data, LIMITS, min_side=300)
+    assert min(full.image.size) >= 300 and full.image.size != (320, 240)
+    assert (full.width, full.height) == (800, 600)
+    assert_quadrants(full.image, 20)
+
+
+def test_heic_thumbnail_of_a_rotated_photo_is_upright() -> None:
+    stored = Image.fromarray(np.ascontiguousarray(STORED[6](quadrants(800, 600))))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = heif_bytes(stored, quality=95, exif=exif.tobytes(), thumbnails=[320])
+    decoded = decode(data, LIMITS, min_side=200)
+    assert (decoded.width, decoded.height) == (800, 600)
+    assert decoded.image.size == (320, 240)
+    assert_quadrants(decoded.image, 20)
+
+
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_broken_exif_does_not_cost_the_photo() -> None:
     data = encode(Image.fromarray(quadrants()), "JPEG", quality=95, exif=b"Exif\x00\x00II*\x00junk")

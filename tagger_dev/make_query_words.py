@@ -22,8 +22,8 @@ all of them, the strongest source first. Keys are written exactly as the run-tim
 tokenises a query (lower case, ``_`` → space, possessive ``'s`` dropped), so every key can
 be typed. Run it after editing the rules or the vocabulary::
 
-    python tagger/data/make_query_words.py            # rewrite query_words.json
-    python tagger/data/make_query_words.py --check    # exit 1 if the committed file is stale
+    python tagger_dev/make_query_words.py            # rewrite tagger/data/query_words.json
+    python tagger_dev/make_query_words.py --check    # exit 1 if the committed file is stale
 
 Standard library and ``make_vocabulary`` only, like that script.
 """
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 if not __package__:  # run as a script: import make_vocabulary from this checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tagger.data.make_vocabulary import (
+from tagger_dev.make_vocabulary import (
     DEFAULT_RULES,
     DEFAULT_WORDNET,
     Rules,
@@ -56,13 +56,14 @@ from tagger.data.make_vocabulary import (
     write_or_check,
 )
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_CLASSES = HERE / "imagenet_classes.tsv"
-DEFAULT_VOCABULARY = HERE / "vocabulary.json"
-DEFAULT_OBJECTS = HERE / "object_vocabulary.toml"
-DEFAULT_COLOURS = HERE.parent / "analyzers" / "colours.py"
-DEFAULT_QUERY_RULES = HERE / "query_rules.toml"
-DEFAULT_OUTPUT = HERE / "query_words.json"
+# tagger/data of this checkout, as in make_vocabulary.
+DATA = Path(__file__).resolve().parents[1] / "tagger" / "data"
+DEFAULT_CLASSES = DATA / "imagenet_classes.tsv"
+DEFAULT_VOCABULARY = DATA / "vocabulary.json"
+DEFAULT_OBJECTS = DATA / "object_vocabulary.toml"
+DEFAULT_COLOURS = DATA.parent / "analyzers" / "colours.py"
+DEFAULT_QUERY_RULES = DATA / "query_rules.toml"
+DEFAULT_OUTPUT = DATA / "query_words.json"
 
 SOURCE = (
     "tag names, WordNet 3.0 lemmas of the synsets behind them and of the ImageNet classes, "

@@ -1,7 +1,7 @@
 """The peer a user would write without tagger: one Celery task per photo, boto3 GET,
 Pillow, and ``model.predict`` on the Keras model through TensorFlow.
 
-Only ``tagger bench`` runs it (``celery -A tagger.bench_naive worker``), as the baseline the
+Only ``tagger bench`` runs it (``celery -A tagger_dev.bench_naive worker``), as the baseline the
 service is measured against. It is deliberately plain, but not strawman-slow: the model is
 built once per worker process, not per photo.
 """

@@ -10,10 +10,12 @@ The runtime never needs WordNet: this script writes a committed JSON file, and t
 re-runs it to prove the committed file is exactly what the rules produce. Run it after editing
 the rules (Debian's ``wordnet-base`` package provides ``/usr/share/wordnet``)::
 
-    python tagger/data/make_vocabulary.py            # rewrite vocabulary.json
-    python tagger/data/make_vocabulary.py --check    # exit 1 if the committed file is stale
+    python tagger_dev/make_vocabulary.py            # rewrite tagger/data/vocabulary.json
+    python tagger_dev/make_vocabulary.py --check    # exit 1 if the committed file is stale
 
-Standard library only, so it runs without the project installed.
+Standard library only, so it runs without the project installed. It is a development tool
+(``tagger_dev``), so it is not in the runtime image; the files it reads and writes are in
+``tagger/data/``, which is.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+# tagger/data of this checkout: the rules are read, and the shipped file written, there.
+DATA = Path(__file__).resolve().parents[1] / "tagger" / "data"
 DEFAULT_WORDNET = Path("/usr/share/wordnet")
-DEFAULT_CLASSES = HERE / "imagenet_classes.tsv"
-DEFAULT_RULES = HERE / "vocabulary_rules.toml"
-DEFAULT_OUTPUT = HERE / "vocabulary.json"
+DEFAULT_CLASSES = DATA / "imagenet_classes.tsv"
+DEFAULT_RULES = DATA / "vocabulary_rules.toml"
+DEFAULT_OUTPUT = DATA / "vocabulary.json"
 
 SOURCE = (
     "WordNet 3.0 noun hypernyms (Debian wordnet-base data.noun) walked from each ImageNet-1k "

@@ -1,8 +1,9 @@
 """Real server processes on loopback for tests and the benchmark: redis-server, moto S3, workers.
 
 Each is started on a free loopback port and ended by its own PID (a worker by its process group,
-which holds only the worker and the children it forked). They live in the package, not under
-tests/, because ``tagger bench`` starts the same servers to measure the service.
+which holds only the worker and the children it forked). They live in ``tagger_dev`` (the
+repository's development tools, never in the runtime image), not under tests/, because
+``tagger bench`` starts the same servers to measure the service.
 """
 
 from __future__ import annotations

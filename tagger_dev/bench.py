@@ -36,7 +36,6 @@ from tagger.analyzers.registry import (
 )
 from tagger.client import TaggerClient
 from tagger.config import S3Settings, Settings, StoreSettings
-from tagger.devservers import CeleryWorker, MotoServer, RedisServer
 from tagger.errors import TaggerError
 from tagger.imaging import ImageDecoder, load_tensor
 from tagger.localfiles import is_image_name
@@ -46,6 +45,7 @@ from tagger.pipeline import Pipeline
 from tagger.schemas import Findings, PhotoRef
 from tagger.sources import Fetched, Fetcher
 from tagger.store import SqlTagStore
+from tagger_dev.devservers import CeleryWorker, MotoServer, RedisServer
 
 BUCKET = "bench-photos"
 
@@ -224,14 +224,14 @@ class Bench:
 
     # 5 -------------------------------------------------------------------------------------
     def naive(self, settings: Settings, keys: list[str], log: Path) -> float:
-        from tagger.bench_naive import DONE_KEY, NAIVE_QUEUE_SUFFIX, NAIVE_TASK, create_app
+        from tagger_dev.bench_naive import DONE_KEY, NAIVE_QUEUE_SUFFIX, NAIVE_TASK, create_app
 
         queue = settings.worker.queue + NAIVE_QUEUE_SUFFIX
         worker = CeleryWorker(
             settings,
             log,
             concurrency=os.cpu_count() or 1,
-            app="tagger.bench_naive",
+            app="tagger_dev.bench_naive",
             queue=queue,
             name="naive",
         ).start(timeout=600)

@@ -27,12 +27,12 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from tagger.config import Settings
-from tagger.devservers import PgVectorServer
 from tagger.localfiles import find_photos
 from tagger.pipeline import Pipeline
 from tagger.schemas import Status, TagResult
 from tagger.search import Searcher
 from tagger.store import SqlTagStore, make_engine
+from tagger_dev.devservers import PgVectorServer
 
 FloatArray = npt.NDArray[np.float32]
 
