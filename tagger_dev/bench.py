@@ -150,7 +150,9 @@ class Bench:
         costs: dict[str, AnalyzerCost] = {}
         context: list[dict[str, Findings]] = [{} for _ in images]
         for analyzer in analyzers:
-            costs[analyzer.name] = self._cost(analyzer, images, context, settings.batch_size)
+            costs[analyzer.name] = self.analyzer_cost(
+                analyzer, images, context, settings.batch_size
+            )
         # Opt-in analysers that are installed: their cost on a few photos, so a user can see
         # what enabling one would do; they are not part of the service figures.
         for name, entry in ANALYZERS.items():
@@ -162,12 +164,12 @@ class Bench:
                 self.say(f"   {name:10s} not measured: {exc}")
                 continue
             few = [decoder.decode(data, extra.min_side).image for _, data in self.photos[:20]]
-            cost = self._cost(extra, few, [{} for _ in few], settings.batch_size)
+            cost = self.analyzer_cost(extra, few, [{} for _ in few], settings.batch_size)
             costs[name] = cost.model_copy(update={"opt_in": True})
         return costs
 
     @staticmethod
-    def _cost(
+    def analyzer_cost(
         analyzer: Analyzer,
         images: list[Image.Image],
         context: list[dict[str, Findings]],

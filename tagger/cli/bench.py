@@ -38,15 +38,45 @@ def bench(
         int | None, typer.Option(help="photos for the naive peer (default: all; 0 skips it)")
     ] = None,
     repeat: Annotated[int, typer.Option(min=1, help="runs per figure; the median is shown")] = 3,
+    phone: Annotated[
+        bool,
+        typer.Option(
+            "--phone",
+            help="per format instead: the folder's small JPEGs, 12 MP phone JPEGs and "
+            "iPhone-like HEICs made from them (bytes, decode full/scaled, limits, service "
+            "local and S3, MB/s, worker memory)",
+        ),
+    ] = False,
+    phone_photos: Annotated[
+        int, typer.Option(min=1, help="with --phone: pictures taken from the folder")
+    ] = 24,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms."""
+    """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms; with
+    --phone the same flow per upload format."""
     try:
         from tagger_dev.bench import run_bench
+        from tagger_dev.bench_phone import run_phone_bench
         from tagger_dev.devservers import DevServerError
     except ModuleNotFoundError as exc:
         raise _missing_tools("bench", exc) from None
     err = Console(stderr=True)
+    if phone:
+        try:
+            phone_report = run_phone_bench(
+                Settings(),
+                photos,
+                photos=phone_photos,
+                copies=copies,
+                repeat=repeat,
+                say=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
+            )
+        except DevServerError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        if json_output:
+            typer.echo(phone_report.model_dump_json(indent=2))
+        return
     try:
         report = run_bench(
             Settings(),

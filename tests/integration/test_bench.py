@@ -9,6 +9,7 @@ import pytest
 
 from tagger.config import Settings
 from tagger_dev.bench import run_backfill_bench, run_bench
+from tagger_dev.bench_phone import run_phone_bench
 from tagger_dev.bench_search import run_search_bench
 
 pytestmark = pytest.mark.integration
@@ -84,3 +85,35 @@ def test_bench_search_measures_both_backends(
         # at this size the candidates cover most of the library: exact search is found
         assert figures.recall_at_10 >= 0.95
         assert figures.text_hits_median > 0
+
+
+def test_bench_phone_reports_every_format(
+    model_dir: Path, artifact: object, folder: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    report = run_phone_bench(
+        Settings(model_dir=model_dir, data_dir=tmp_path / "data"),
+        folder,
+        photos=2,
+        copies=1,
+        repeat=1,
+        size=(800, 600),
+        say=lines.append,
+    )
+    assert [f.name for f in report.formats] == ["small JPEG", "phone JPEG", "phone HEIC"]
+    small, jpeg, heic = report.formats
+    assert jpeg.size in ("800x600", "600x800") and heic.size in ("800x600", "600x800")
+    assert jpeg.mb_per_photo > small.mb_per_photo
+    for figures in report.formats:
+        assert figures.photos == 2
+        for rate in (
+            figures.decode_analysers_limit,
+            figures.compute_limit,
+            figures.service_local,
+            figures.service_s3,
+        ):
+            assert rate > 0
+        assert 0 < figures.worker_peak_rss_mb < report.memory_budget_mb
+    assert heic.decode_simplejpeg_ms is None and jpeg.decode_simplejpeg_ms is not None
+    table = [line for line in lines if line.startswith(("D. service, S3", "worker peak RSS"))]
+    assert len(table) == 2 and all(len(line.split()) >= 6 for line in table)
