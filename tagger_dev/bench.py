@@ -28,6 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from tagger.analyzers.base import Analyzer
+from tagger.analyzers.classify import ensure_classifier
 from tagger.analyzers.registry import (
     ANALYZERS,
     create_analyzers,
@@ -39,7 +40,6 @@ from tagger.config import S3Settings, Settings, StoreSettings
 from tagger.errors import TaggerError
 from tagger.imaging import ImageDecoder, load_tensor
 from tagger.localfiles import is_image_name
-from tagger.model.registry import ensure_artifact
 from tagger.model.runtime import ModelRuntime
 from tagger.pipeline import Pipeline
 from tagger.schemas import Findings, PhotoRef
@@ -71,6 +71,7 @@ class BenchReport(BaseModel):
     worker_processes: int
     threads_per_process: int
     analyzers: list[str]
+    precision: str = Field(description="the classifier's, fp32 or int8")
     analyzer_cost: dict[str, AnalyzerCost]
     model_limit: float
     compute_limit: float
@@ -115,7 +116,8 @@ class Bench:
 
     # 1 -------------------------------------------------------------------------------------
     def model_limit(self) -> float:
-        artifact = ensure_artifact(self.settings)
+        """The classifier alone (fp32 or int8, as TAGGER_MODEL__PRECISION says), every core."""
+        artifact = ensure_classifier(self.settings)
         spec = artifact.manifest.preprocess
         started = time.thread_time()
         tensors = [load_tensor(data, self.settings.image, spec)[0] for _, data in self.photos]
@@ -188,8 +190,10 @@ class Bench:
         return AnalyzerCost(version=analyzer.version, prepare_ms=prepare_ms, analyse_ms=analyse_ms)
 
     def compute_limit(self, settings: Settings) -> float:
-        """The in-process flow (decode, every enabled analyser, results) on photos in memory,
-        one process using every core: the ceiling the service is compared with."""
+        """The in-process flow on photos in memory, one process using every core: the ceiling
+        the service is compared with. It does the per-photo work a worker does (decode, every
+        enabled analyser, results, and the WebP thumbnail when ``settings.thumbnails`` is on)
+        but no I/O, queue or store."""
         photos = {str(PhotoRef.parse(f"s3://mem/{name}")): data for name, data in self.photos}
         settings = settings.model_copy(
             update={"model": settings.model.model_copy(update={"intra_op_threads": 0})}
@@ -197,10 +201,16 @@ class Bench:
         fetcher = MemoryFetcher(settings, photos)
         with Pipeline(settings, create_analyzers(settings), fetcher) as pipeline:
             pipeline.tag_batch(list(photos)[: settings.batch_size])  # warm-up
+            thumbnails = settings.thumbnails.enabled
             rates = []
             for _ in range(self.repeat):
                 wall = time.perf_counter()
-                count = sum(len(batch) for batch in pipeline.tag_stream(list(photos)))
+                count = sum(
+                    len(batch)
+                    for batch in pipeline.outcomes(
+                        list(photos), batch_size=settings.batch_size, thumbnails=thumbnails
+                    )
+                )
                 rates.append(count / (time.perf_counter() - wall))
         return statistics.median(rates)
 
@@ -364,7 +374,7 @@ def run_bench(
         )
 
         model_rate = bench.model_limit()
-        say(f"1. model limit (classify)         {model_rate:8.1f} images/s")
+        say(f"1. model limit (classify, {settings.model.precision})   {model_rate:8.1f} images/s")
         costs = bench.analyzer_costs()
         for name, cost in costs.items():
             say(
@@ -437,6 +447,7 @@ def run_bench(
             worker_processes=processes,
             threads_per_process=threads,
             analyzers=enabled_names(settings),
+            precision=settings.model.precision,
             analyzer_cost=costs,
             model_limit=model_rate,
             compute_limit=compute_rate,

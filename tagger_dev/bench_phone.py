@@ -9,9 +9,11 @@ this machine in one run:
   costs), tagger's decoder at the side the analysers need (JPEG: libjpeg's DCT scaling through
   Pillow's draft; HEIC: an embedded thumbnail when one is large enough, else the whole picture),
   and for JPEG simplejpeg's scaled decode (libjpeg-turbo too) for comparison;
-- the enabled analysers' CPU ms per photo (prepare + analyse, one thread);
-- the limit those set: cores x 1000 / (scaled decode + analysers), photos/s;
-- the compute limit (the in-process flow on photos in memory, every core);
+- the enabled analysers' CPU ms per photo (prepare + analyse, one thread), and the WebP
+  thumbnail's;
+- the limit those set: cores x 1000 / (scaled decode + analysers + thumbnail), photos/s;
+- the compute limit (the in-process flow on photos in memory, every core, the same per-photo
+  work as a worker: decode, analysers, thumbnail);
 - the service over local files and over S3 (moto), photos/s and MB/s;
 - the peak resident memory of the largest worker process (a fresh worker per format).
 """
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
 import psutil
@@ -34,11 +37,15 @@ from tagger.analyzers.registry import create_analyzers, enabled_names
 from tagger.config import Settings
 from tagger.imaging import ImageDecoder
 from tagger.schemas import Findings
+from tagger.thumbnails import make_thumbnail
 from tagger_dev.bench import BUCKET, Bench, private_services
 from tagger_dev.devservers import CeleryWorker
 from tagger_dev.phone_photos import PHONE_SIZE, make_phone_set
 
 MB = 1_000_000
+_T = TypeVar("_T")
+TASKS_PER_PROCESS = 4
+MIN_PER_TASK = 4
 
 
 class FormatFigures(BaseModel):
@@ -46,6 +53,7 @@ class FormatFigures(BaseModel):
 
     name: str
     photos: int
+    photos_per_task: int
     size: str = Field(description="width x height of the first photo, as stored")
     mb_per_photo: float
     decode_full_ms: float = Field(description="CPU ms/photo, one thread, the whole picture")
@@ -56,8 +64,9 @@ class FormatFigures(BaseModel):
         default=None, description="CPU ms/photo, simplejpeg's scaled decode (JPEG only)"
     )
     analysers_ms: float = Field(description="CPU ms/photo of the enabled analysers, one thread")
+    thumbnail_ms: float = Field(description="CPU ms/photo of the WebP thumbnail, one thread")
     decode_analysers_limit: float = Field(
-        description="photos/s that scaled decode + analysers allow on every core"
+        description="photos/s that scaled decode + analysers + thumbnail allow on every core"
     )
     compute_limit: float
     service_local: float
@@ -83,18 +92,19 @@ class PhoneBenchReport(BaseModel):
     cores: int
     worker_processes: int
     analyzers: list[str]
+    precision: str = Field(description="the classifier's, fp32 or int8")
     memory_budget_mb: int
     formats: list[FormatFigures]
 
 
-def _cpu_ms(photos: Sequence[bytes], decode: Callable[[bytes], object]) -> float:
-    """Mean CPU ms per photo of ``decode`` over ``photos``, after one warm-up.
-    Process time, not thread time: libheif decodes tiles on threads of its own."""
-    decode(photos[0])
+def _cpu_ms(items: Sequence[_T], work: Callable[[_T], object]) -> float:
+    """Mean CPU ms per item of ``work`` over ``items``, after one warm-up. Process time, not
+    thread time: libheif decodes tiles on threads of its own."""
+    work(items[0])
     started = time.process_time()
-    for data in photos:
-        decode(data)
-    return (time.process_time() - started) * 1000 / len(photos)
+    for item in items:
+        work(item)
+    return (time.process_time() - started) * 1000 / len(items)
 
 
 def _full_decode(data: bytes) -> None:
@@ -169,11 +179,28 @@ class _FormatRun:
             Bench.analyzer_cost(analyzer, images, context, settings.batch_size).total_ms
             for analyzer in analyzers
         )
-        limit = cores * 1000 / (scaled_ms + analysers_ms)
+        wanted = settings.thumbnails
+        thumbnail_ms = (
+            _cpu_ms(images, lambda image: make_thumbnail(image, wanted.side, wanted.quality))
+            if wanted.enabled
+            else 0.0
+        )
+        limit = cores * 1000 / (scaled_ms + analysers_ms + thumbnail_ms)
         say(
             f"   {name}: decode full {full_ms:.1f} ms, scaled {scaled_ms:.1f} ms"
             + (f", simplejpeg {simple_ms:.1f} ms" if simple_ms is not None else "")
-            + f"; analysers {analysers_ms:.1f} ms; limit {limit:.1f} photos/s"
+            + f"; analysers {analysers_ms:.1f} ms; thumbnail {thumbnail_ms:.1f} ms; "
+            f"limit {limit:.1f} photos/s"
+        )
+        # A task holds up to worker.batch_size (64) photos and runs on one process: a job of a
+        # few dozen photos would be one task on one core. Every process gets TASKS_PER_PROCESS
+        # tasks here, so the figure is the service's rate, not that of one busy process.
+        per_task = max(
+            MIN_PER_TASK,
+            min(settings.worker.batch_size, len(photos) // (processes * TASKS_PER_PROCESS)),
+        )
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"batch_size": per_task})}
         )
         bench = Bench(settings, photos, self.workdir, say, 0, self.repeat)
         compute = bench.compute_limit(settings)
@@ -207,12 +234,14 @@ class _FormatRun:
         return FormatFigures(
             name=name,
             photos=len(photos),
+            photos_per_task=per_task,
             size=size,
             mb_per_photo=sum(len(body) for body in data) / len(data) / MB,
             decode_full_ms=full_ms,
             decode_scaled_ms=scaled_ms,
             decode_simplejpeg_ms=simple_ms,
             analysers_ms=analysers_ms,
+            thumbnail_ms=thumbnail_ms,
             decode_analysers_limit=limit,
             compute_limit=compute,
             service_local=local,
@@ -225,6 +254,7 @@ def format_table(report: PhoneBenchReport) -> list[str]:
     """The per-format table, one line per figure and one column per format."""
     rows: list[tuple[str, Callable[[FormatFigures], str]]] = [
         ("photos", lambda f: str(f.photos)),
+        ("photos per task", lambda f: str(f.photos_per_task)),
         ("stored size", lambda f: f.size),
         ("MB per photo", lambda f: f"{f.mb_per_photo:.2f}"),
         ("decode, full picture (ms)", lambda f: f"{f.decode_full_ms:.1f}"),
@@ -234,7 +264,8 @@ def format_table(report: PhoneBenchReport) -> list[str]:
             lambda f: "-" if f.decode_simplejpeg_ms is None else f"{f.decode_simplejpeg_ms:.1f}",
         ),
         ("analysers (ms)", lambda f: f"{f.analysers_ms:.1f}"),
-        ("A. scaled decode + analysers limit/s", lambda f: f"{f.decode_analysers_limit:.1f}"),
+        ("thumbnail (ms)", lambda f: f"{f.thumbnail_ms:.1f}"),
+        ("A. limit of decode+analysers+thumb/s", lambda f: f"{f.decode_analysers_limit:.1f}"),
         ("B. compute limit (photos/s)", lambda f: f"{f.compute_limit:.1f}"),
         ("C. service, local files (photos/s)", lambda f: f"{f.service_local:.1f}"),
         ("D. service, S3 (photos/s)", lambda f: f"{f.service_s3:.1f}"),
@@ -268,8 +299,8 @@ def run_phone_bench(
     base: Settings,
     folder: Path,
     *,
-    photos: int = 24,
-    copies: int = 2,
+    photos: int = 32,
+    copies: int = 4,
     repeat: int = 3,
     cache: Path | None = None,
     size: tuple[int, int] = PHONE_SIZE,
@@ -280,9 +311,7 @@ def run_phone_bench(
     phone = make_phone_set(
         folder, cache or base.data_dir / "bench-phone", photos, size=size, say=say
     )
-    sources = [
-        path for path in sorted(folder.iterdir()) if path.stem in {p.stem for p in phone.jpegs}
-    ]
+    sources = phone.sources
     sets: list[tuple[str, list[tuple[str, bytes]]]] = [
         (
             "small JPEG",
@@ -312,6 +341,7 @@ def run_phone_bench(
         cores=cores,
         worker_processes=processes,
         analyzers=enabled_names(settings),
+        precision=settings.model.precision,
         memory_budget_mb=settings.worker.max_memory_mb,
         formats=figures,
     )

@@ -40,9 +40,10 @@ EXIF_ORIENTATION = 0x0112
 
 @dataclass(frozen=True)
 class PhoneSet:
-    """The generated photos: one JPEG and one HEIC per source, under the same stem."""
+    """The generated photos: one JPEG and one HEIC per source, in the sources' order."""
 
     folder: Path
+    sources: list[Path]
     jpegs: list[Path]
     heics: list[Path]
 
@@ -89,16 +90,20 @@ def phone_heic(picture: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _make_one(job: tuple[Path, int, Path, tuple[int, int]]) -> tuple[Path, Path]:
+def _names(source: Path, folder: Path) -> tuple[Path, Path]:
+    """A source's phone files; its size is in the name, so a changed source is made again."""
+    stem = f"{source.stem}.{source.stat().st_size}"
+    return folder / f"{stem}.jpg", folder / f"{stem}.heic"
+
+
+def _make_one(job: tuple[Path, int, Path, tuple[int, int]]) -> None:
     source, index, folder, size = job
     picture = phone_picture(source, index, size)
-    jpeg = folder / f"{source.stem}.jpg"
-    heic = folder / f"{source.stem}.heic"
+    jpeg, heic = _names(source, folder)
     if not jpeg.exists():
         _write(jpeg, phone_jpeg(picture, index))
     if not heic.exists():
         _write(heic, phone_heic(picture))
-    return jpeg, heic
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -117,7 +122,7 @@ def make_phone_set(
     say: Callable[[str], None] = print,
 ) -> PhoneSet:
     """The first ``count`` photos of ``sources`` as phone JPEGs and HEICs, made once into
-    ``cache/<key>/`` (the key covers the sources and every parameter above)."""
+    ``cache/<key>/`` (the key covers the source folder and every parameter above)."""
     files = sorted(p for p in sources.iterdir() if p.is_file() and is_image_name(p.name))
     files = files[:count]
     if not files:
@@ -125,7 +130,7 @@ def make_phone_set(
     key = hashlib.sha256(
         repr(
             (
-                [(p.name, p.stat().st_size) for p in files],
+                str(sources.resolve()),
                 size,
                 JPEG_QUALITY,
                 NOISE_SIGMA,
@@ -139,13 +144,10 @@ def make_phone_set(
     ).hexdigest()[:16]
     folder = cache / key
     folder.mkdir(parents=True, exist_ok=True)
+    # A photo's index (its noise seed, whether it is stored sideways) is its place in the
+    # sorted folder, so asking for more photos later reuses the ones already made.
     jobs = [(path, index, folder, size) for index, path in enumerate(files)]
-    missing = [
-        job
-        for job in jobs
-        if not (folder / f"{job[0].stem}.jpg").exists()
-        or not (folder / f"{job[0].stem}.heic").exists()
-    ]
+    missing = [job for job in jobs if not all(p.exists() for p in _names(job[0], folder))]
     if missing:
         say(
             f"making {len(missing)} phone photos ({size[0]}x{size[1]} JPEG + HEIC) in {folder} "
@@ -153,8 +155,10 @@ def make_phone_set(
         )
         with ProcessPoolExecutor(max(1, workers)) as pool:
             list(pool.map(_make_one, missing))
+    made = [_names(path, folder) for path in files]
     return PhoneSet(
         folder=folder,
-        jpegs=[folder / f"{path.stem}.jpg" for path in files],
-        heics=[folder / f"{path.stem}.heic" for path in files],
+        sources=files,
+        jpegs=[jpeg for jpeg, _ in made],
+        heics=[heic for _, heic in made],
     )

@@ -33,7 +33,10 @@ def bench(
         Path,
         typer.Argument(help="a folder of photos, e.g. ../shared/data/imagenet-dev", exists=True),
     ],
-    copies: Annotated[int, typer.Option(min=1, help="each photo under this many names")] = 2,
+    copies: Annotated[
+        int | None,
+        typer.Option(min=1, help="each photo under this many names (default 2; --phone: 4)"),
+    ] = None,
     naive_photos: Annotated[
         int | None, typer.Option(help="photos for the naive peer (default: all; 0 skips it)")
     ] = None,
@@ -49,7 +52,7 @@ def bench(
     ] = False,
     phone_photos: Annotated[
         int, typer.Option(min=1, help="with --phone: pictures taken from the folder")
-    ] = 24,
+    ] = 32,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Model limit, compute limit, service (local, S3), naive Keras peer, ratios, CPU ms; with
@@ -67,7 +70,7 @@ def bench(
                 Settings(),
                 photos,
                 photos=phone_photos,
-                copies=copies,
+                copies=copies or 4,
                 repeat=repeat,
                 say=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
             )
@@ -81,7 +84,7 @@ def bench(
         report = run_bench(
             Settings(),
             photos,
-            copies=copies,
+            copies=copies or 2,
             naive_photos=naive_photos,
             repeat=repeat,
             say=err.print,
